@@ -1,0 +1,76 @@
+"""The ``flightdeck-<service>`` command line: migrate, serve, check-settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from flightdeck_common.db import create_engine
+from flightdeck_common.migrations import upgrade_to_head
+from flightdeck_common.settings import CommonSettings
+
+
+def run_cli(
+    *,
+    service: str,
+    default_port: int,
+    load_settings: Callable[[], CommonSettings],
+    app_path: str,
+    migrations_dir: Path,
+    argv: Sequence[str] | None = None,
+) -> int:
+    parser = argparse.ArgumentParser(prog=f"flightdeck-{service}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    commands.add_parser("check-settings", help="validate settings (production rules included)")
+    serve = commands.add_parser("serve", help="run the service with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=default_port)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="addresses of the ingress whose X-Forwarded-* headers are trusted",
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except (ValidationError, ValueError) as exc:
+        print(f"flightdeck-{service}: invalid settings: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "check-settings":
+        print(f"flightdeck-{service}: settings OK ({settings.environment.value})")
+        return 0
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings, migrations_dir))
+        print(f"flightdeck-{service}: database migrated to head")
+        return 0
+
+    import uvicorn
+
+    uvicorn.run(
+        app_path,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        log_config=None,
+    )
+    return 0
+
+
+async def _migrate(settings: CommonSettings, migrations_dir: Path) -> None:
+    engine = create_engine(settings)
+    try:
+        await upgrade_to_head(engine, migrations_dir)
+    finally:
+        await engine.dispose()

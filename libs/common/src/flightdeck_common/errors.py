@@ -1,0 +1,284 @@
+"""RFC 9457 problem details for every error a service returns.
+
+Domain code raises subclasses of :class:`FlightdeckError`; ``install_error_handlers``
+renders them, HTTP errors, validation errors, database outages and unexpected
+exceptions as ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flightdeck_common.logging import request_id_var
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:flightdeck:problem:"
+
+logger = logging.getLogger(__name__)
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Problem details (RFC 9457) as served by every Flightdeck endpoint."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["urn:flightdeck:problem:not_found"])
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(examples=[404])
+    detail: str | None = None
+    instance: str | None = None
+    code: str = Field(examples=["not_found"], description="Stable machine-readable error code.")
+    request_id: str | None = None
+    errors: list[ValidationIssue] | None = None
+
+
+def problem_response(
+    status: int,
+    *,
+    code: str | None = None,
+    title: str | None = None,
+    detail: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    """Build an ``application/problem+json`` response."""
+    phrase = _phrase(status)
+    code = code or phrase.lower().replace(" ", "_").replace("-", "_")
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + code,
+        "title": title or phrase,
+        "status": status,
+        "code": code,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    if instance is not None:
+        body["instance"] = instance
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class FlightdeckError(Exception):
+    """Base of all domain errors: subclasses carry their status and code."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+    def to_response(self, request: Request | None = None) -> JSONResponse:
+        return problem_response(
+            self.status_code,
+            code=self.code,
+            title=self.title,
+            detail=self.detail,
+            instance=request.url.path if request is not None else None,
+            headers=self.headers,
+            extra=self.extra,
+        )
+
+
+class BadRequest(FlightdeckError):
+    status_code = 400
+    code = "bad_request"
+    title = "Bad Request"
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+    title = "Invalid pagination cursor"
+
+
+class Unauthorized(FlightdeckError):
+    status_code = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(FlightdeckError):
+    status_code = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(FlightdeckError):
+    status_code = 404
+    code = "not_found"
+    title = "Not Found"
+
+
+class Conflict(FlightdeckError):
+    status_code = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(FlightdeckError):
+    status_code = 413
+    code = "payload_too_large"
+    title = "Payload Too Large"
+
+
+class RateLimited(FlightdeckError):
+    status_code = 429
+    code = "rate_limited"
+    title = "Too Many Requests"
+
+
+class ServiceUnavailable(FlightdeckError):
+    status_code = 503
+    code = "service_unavailable"
+    title = "Service Unavailable"
+
+
+def problem_responses(*errors: type[FlightdeckError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given error classes."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status_code,
+            {"model": Problem, "description": error.title, "content": {PROBLEM_JSON: {}}},
+        )
+        if error.title not in entry["description"]:
+            entry["description"] += f" / {error.title}"
+    return responses
+
+
+def _validation_issues(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [str(p) if not isinstance(p, int) else p for p in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        for err in exc.errors()
+    ]
+
+
+async def _flightdeck_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FlightdeckError)
+    if exc.status_code >= 500:
+        logger.warning("request failed: %s", exc, extra={"code": exc.code})
+    return exc.to_response(request)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
+    if detail == _phrase(exc.status_code):
+        detail = None
+    return problem_response(
+        exc.status_code,
+        detail=detail,
+        instance=request.url.path,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    issues = _validation_issues(exc)
+    if issues and all(i["type"] == "json_invalid" for i in issues):
+        return problem_response(
+            400,
+            code="invalid_json",
+            title="Malformed JSON body",
+            detail="The request body is not valid JSON.",
+            instance=request.url.path,
+            extra={"errors": issues},
+        )
+    return problem_response(
+        422,
+        code="validation_failed",
+        title="Validation failed",
+        detail=f"{len(issues)} field(s) failed validation.",
+        instance=request.url.path,
+        extra={"errors": issues},
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return problem_response(
+        503,
+        code="database_unavailable",
+        title="Database unavailable",
+        detail="The database cannot be reached right now; retry later.",
+        instance=request.url.path,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("dependency unavailable: %r", exc)
+    return problem_response(
+        503,
+        code="dependency_unavailable",
+        title="Dependency unavailable",
+        detail="A service this request needs cannot be reached right now; retry later.",
+        instance=request.url.path,
+        headers={"Retry-After": "5"},
+    )
+
+
+def internal_error_response(path: str | None = None) -> JSONResponse:
+    """The 500 problem returned for unexpected exceptions (no internals leaked)."""
+    return problem_response(
+        500,
+        code="internal_error",
+        detail="An unexpected error occurred; it has been logged.",
+        instance=path,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error the app can produce as problem+json."""
+    app.add_exception_handler(FlightdeckError, _flightdeck_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    # Connection-level failures (server down, pool exhausted) are outages, not bugs.
+    app.add_exception_handler(sa_exc.OperationalError, _database_unavailable)
+    app.add_exception_handler(sa_exc.InterfaceError, _database_unavailable)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
+    # asyncpg raises plain OSError subclasses when it cannot connect at all.
+    app.add_exception_handler(OSError, _dependency_unavailable)
+    # Anything else is caught by CatchAllMiddleware, inside our own middleware stack, so
+    # even a 500 carries the request id and security headers.

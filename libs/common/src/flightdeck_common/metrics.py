@@ -1,0 +1,89 @@
+"""Prometheus metrics: HTTP instrumentation plus a helper for domain metrics."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from fastapi import FastAPI
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_fastapi_instrumentator import Instrumentator
+
+MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
+
+NOT_INSTRUMENTED = ["/healthz", "/readyz", "/metrics"]
+
+
+def setup_metrics(app: FastAPI) -> None:
+    """Request count/latency histograms labelled by route template, served at ``/metrics``."""
+    Instrumentator(
+        should_group_status_codes=False,
+        should_ignore_untemplated=True,
+        # The in-progress gauge is created per app and cannot be shared by several apps
+        # in one process (tests); uvicorn's concurrency is visible from the latency histogram.
+        should_instrument_requests_inprogress=False,
+        excluded_handlers=NOT_INSTRUMENTED,
+    ).instrument(
+        app,
+        latency_lowr_buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    ).expose(app, endpoint="/metrics", include_in_schema=False, should_gzip=True)
+
+
+def _declare(
+    kind: type[MetricT],
+    name: str,
+    documentation: str,
+    labelnames: tuple[str, ...],
+    registry: CollectorRegistry,
+    **kwargs: object,
+) -> MetricT:
+    # Several apps in one process (tests) share the registry: reuse instead of failing.
+    existing = registry._names_to_collectors.get(name)
+    if existing is not None:
+        if not isinstance(existing, kind):
+            raise ValueError(f"metric {name} already registered as {type(existing).__name__}")
+        return existing
+    return kind(name, documentation, labelnames, registry=registry, **kwargs)  # type: ignore[arg-type]
+
+
+def counter(
+    name: str,
+    documentation: str,
+    labelnames: tuple[str, ...] = (),
+    registry: CollectorRegistry = REGISTRY,
+) -> Counter:
+    """Declare (or fetch) a domain counter, e.g. ``flightdeck_logins_total{result}``."""
+    return _declare(Counter, name, documentation, labelnames, registry)
+
+
+def gauge(
+    name: str,
+    documentation: str,
+    labelnames: tuple[str, ...] = (),
+    registry: CollectorRegistry = REGISTRY,
+) -> Gauge:
+    """Declare (or fetch) a domain gauge, e.g. ``flightdeck_outbox_pending``."""
+    return _declare(Gauge, name, documentation, labelnames, registry)
+
+
+def histogram(
+    name: str,
+    documentation: str,
+    labelnames: tuple[str, ...] = (),
+    buckets: tuple[float, ...] = Histogram.DEFAULT_BUCKETS,
+    registry: CollectorRegistry = REGISTRY,
+) -> Histogram:
+    """Declare (or fetch) a domain histogram."""
+    return _declare(Histogram, name, documentation, labelnames, registry, buckets=buckets)
+
+
+SERVICE_INFO = gauge(
+    "flightdeck_service_info",
+    "Constant 1, labelled with the service name and version.",
+    ("service", "version"),
+)
+READINESS = gauge(
+    "flightdeck_readiness_check_up",
+    "1 when the named readiness check passed on its last run, 0 otherwise.",
+    ("check",),
+)

@@ -1,0 +1,145 @@
+"""Settings base shared by every service.
+
+Each service subclasses :class:`CommonSettings` with its own env prefix
+(``FLIGHTDECK_AUTH_`` ...). Keys shared by all services (``ENVIRONMENT``,
+``REDIS_URL``, ``SENTRY_DSN``) are read without prefix.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+# Values that must never be accepted as a secret in production.
+WEAK_SECRETS = frozenset(
+    {
+        "",
+        "admin",
+        "changeme",
+        "change-me",
+        "default",
+        "password",
+        "secret",
+        "test",
+        "development",
+        "dev",
+        "flightdeck",
+        "replace-me",
+        "xxx",
+    }
+)
+MIN_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class InsecureSettingsError(ValueError):
+    """Raised at startup when production settings lack or weaken a secret."""
+
+
+def _shared(name: str) -> Any:
+    return AliasChoices(name, name.lower())
+
+
+class CommonSettings(BaseSettings):
+    """Configuration every Flightdeck service understands.
+
+    Subclasses set ``service_name``, ``public_prefix`` and ``model_config`` with
+    their env prefix, and list their secret fields in ``required_secrets``: in
+    production each must be set, at least 32 characters long and not a
+    well-known placeholder, or the service refuses to start.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    service_name: ClassVar[str] = "service"
+    public_prefix: ClassVar[str] = "/service"
+    required_secrets: ClassVar[tuple[str, ...]] = ()
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT, validation_alias=_shared("ENVIRONMENT")
+    )
+    redis_url: str | None = Field(None, validation_alias=_shared("REDIS_URL"))
+    sentry_dsn: SecretStr | None = Field(None, validation_alias=_shared("SENTRY_DSN"))
+    sentry_traces_sample_rate: float = Field(
+        0.0, ge=0.0, le=1.0, validation_alias=_shared("SENTRY_TRACES_SAMPLE_RATE")
+    )
+    log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
+    log_json: bool = Field(True, validation_alias=_shared("LOG_JSON"))
+
+    # Database ("" means the embedded default: sqlite file under var/).
+    database_url: str = ""
+    database_pool_size: int = Field(10, ge=1, le=200)
+    database_max_overflow: int = Field(10, ge=0, le=200)
+    database_pool_timeout_seconds: float = Field(5.0, gt=0)
+    database_connect_timeout_seconds: float = Field(5.0, gt=0)
+    database_statement_timeout_seconds: float = Field(15.0, gt=0)
+    database_echo: bool = False
+    # Apply migrations at startup; None means: yes in development, no in production.
+    migrate_on_start: bool | None = None
+
+    # HTTP limits and policies.
+    max_body_bytes: int = Field(1 * MIB, ge=1024)
+    cors_allow_origins: list[str] = Field(default_factory=list)
+    hsts_max_age_seconds: int = Field(63072000, ge=0)
+    readiness_timeout_seconds: float = Field(2.0, gt=0)
+
+    # Rate limits ("N/period", see the `limits` package notation).
+    rate_limit_default: str = "600/minute"
+    rate_limit_login: str = "10/minute"
+
+    @model_validator(mode="after")
+    def _defaults_and_production_rules(self) -> CommonSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///var/{self.service_name}.db"
+        if self.migrate_on_start is None:
+            self.migrate_on_start = self.environment is Environment.DEVELOPMENT
+        if self.environment is Environment.PRODUCTION:
+            problems = self.production_problems()
+            if problems:
+                raise InsecureSettingsError(
+                    "refusing to start in production: " + "; ".join(problems)
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def env_prefix(self) -> str:
+        return str(self.model_config.get("env_prefix", ""))
+
+    def production_problems(self) -> list[str]:
+        """List what makes these settings unsafe for production (empty when fine)."""
+        problems: list[str] = []
+        for name in self.required_secrets:
+            env_name = f"{self.env_prefix}{name}".upper()
+            for value in _secret_values(getattr(self, name, None)):
+                if value is None or value.strip() == "":
+                    problems.append(f"{env_name} is required")
+                elif value.strip().lower() in WEAK_SECRETS:
+                    problems.append(f"{env_name} is a well-known placeholder")
+                elif len(value) < MIN_SECRET_LENGTH:
+                    problems.append(f"{env_name} must be at least {MIN_SECRET_LENGTH} characters")
+        return problems
+
+
+def _secret_values(value: Any) -> list[str | None]:
+    if value is None:
+        return [None]
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, list | tuple):
+        return [item for v in value for item in _secret_values(v)] or [None]
+    return [str(value)]

@@ -1,0 +1,3 @@
+"""Flightdeck admin service."""
+
+__version__ = "0.1.0"

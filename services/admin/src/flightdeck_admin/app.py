@@ -1,0 +1,24 @@
+"""Flightdeck Admin service: `create_app()` is the uvicorn factory."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from flightdeck_admin import __version__
+from flightdeck_admin.router import router
+from flightdeck_admin.settings import Settings, get_settings
+from flightdeck_common.service_app import ServiceSpec, create_service_app
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the admin app from settings (read from the environment when not given)."""
+    spec = ServiceSpec(
+        title="Flightdeck Admin",
+        description="Onboarding approvals, user administration and the tamper-evident audit log.",
+        version=__version__,
+        routers=[router],
+        migrations_dir=MIGRATIONS_DIR,
+    )
+    return create_service_app(settings or get_settings(), spec)

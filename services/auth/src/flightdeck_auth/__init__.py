@@ -1,0 +1,3 @@
+"""Flightdeck auth service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,12 @@
+"""Alembic environment of the pipeline service (shared logic in flightdeck_common.migrations)."""
+
+from alembic import context
+
+from flightdeck_common.migrations import run_env
+from flightdeck_pipeline.db import Base
+from flightdeck_pipeline.settings import Settings
+
+if not context.config.get_main_option("sqlalchemy.url"):
+    context.config.set_main_option("sqlalchemy.url", Settings().database_url.replace("%", "%%"))
+
+run_env(Base.metadata)

@@ -1,0 +1,3 @@
+"""Flightdeck pipeline service."""
+
+__version__ = "0.1.0"
