@@ -173,9 +173,9 @@ def problem_responses(*errors: type[FlightdeckError]) -> dict[int | str, dict[st
     """OpenAPI ``responses=`` entries for the given error classes."""
     responses: dict[int | str, dict[str, Any]] = {}
     for error in errors:
+        # Declared under application/json by FastAPI; flightdeck_common.openapi moves it.
         entry = responses.setdefault(
-            error.status_code,
-            {"model": Problem, "description": error.title, "content": {PROBLEM_JSON: {}}},
+            error.status_code, {"model": Problem, "description": error.title}
         )
         if error.title not in entry["description"]:
             entry["description"] += f" / {error.title}"

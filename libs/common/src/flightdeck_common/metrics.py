@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from fastapi import FastAPI
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from fastapi import FastAPI, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -15,8 +23,15 @@ NOT_INSTRUMENTED = ["/healthz", "/readyz", "/metrics"]
 
 
 def setup_metrics(app: FastAPI) -> None:
-    """Request count/latency histograms labelled by route template, served at ``/metrics``."""
+    """Request count/latency histograms labelled by route template, served at ``/metrics``.
+
+    HTTP metrics live in a registry of the app's own (several apps can share a process
+    in tests); ``/metrics`` serves it together with the process-wide registry that
+    holds domain metrics and the process collectors.
+    """
+    http_registry = CollectorRegistry(auto_describe=True)
     Instrumentator(
+        registry=http_registry,
         should_group_status_codes=False,
         should_ignore_untemplated=True,
         # The in-progress gauge is created per app and cannot be shared by several apps
@@ -26,7 +41,12 @@ def setup_metrics(app: FastAPI) -> None:
     ).instrument(
         app,
         latency_lowr_buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-    ).expose(app, endpoint="/metrics", include_in_schema=False, should_gzip=True)
+    )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body = generate_latest(REGISTRY) + generate_latest(http_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _declare(

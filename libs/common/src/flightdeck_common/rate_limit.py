@@ -77,7 +77,7 @@ def rate_limit(
     """Dependency enforcing the limit called ``name`` (``rate_limit_<name>`` in settings)."""
 
     async def enforce(request: Request, response: Response) -> None:
-        limiter: RateLimiter = request.app.state.rate_limiter
+        limiter: RateLimiter = request.app.state.resources.rate_limiter
         allowed, item, reset_in = await limiter.hit(name, key(request))
         retry_after = str(max(1, int(reset_in + 0.999)))
         if not allowed:

@@ -26,6 +26,7 @@ from flightdeck_common.middleware import (
     SecurityHeadersMiddleware,
 )
 from flightdeck_common.migrations import upgrade_to_head
+from flightdeck_common.openapi import document_problems
 from flightdeck_common.rate_limit import RateLimiter, limits_from_settings
 from flightdeck_common.redis_client import create_redis
 from flightdeck_common.resources import Resources
@@ -92,6 +93,7 @@ def create_service_app(settings: CommonSettings, spec: ServiceSpec) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     _check_unique_operation_ids(app)
+    document_problems(app)
     setup_metrics(app)
     SERVICE_INFO.labels(settings.service_name, spec.version).set(1)
 

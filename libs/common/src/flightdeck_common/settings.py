@@ -130,7 +130,7 @@ class CommonSettings(BaseSettings):
                     problems.append(f"{env_name} is required")
                 elif value.strip().lower() in WEAK_SECRETS:
                     problems.append(f"{env_name} is a well-known placeholder")
-                elif len(value) < MIN_SECRET_LENGTH:
+                elif len(value.strip()) < MIN_SECRET_LENGTH:
                     problems.append(f"{env_name} must be at least {MIN_SECRET_LENGTH} characters")
         return problems
 

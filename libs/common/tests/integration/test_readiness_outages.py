@@ -16,6 +16,7 @@ from flightdeck_common.devstack.postgres import PostgresServer
 from flightdeck_common.devstack.redis import RedisServer
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 from flightdeck_common.settings import CommonSettings
+from flightdeck_common.testing.plugin import throwaway_postgres
 
 
 class _Settings(CommonSettings):
@@ -34,12 +35,10 @@ async def count_rows(session: SessionDep) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def own_postgres() -> Iterator[PostgresServer]:
     # Its own server: this module stops it, which must not disturb other tests.
-    server = PostgresServer(tmp_path_factory.mktemp("pg-outage") / "data", free_port(), ["app"])
-    server.start()
-    yield server
-    server.stop()
+    with throwaway_postgres(["app"]) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

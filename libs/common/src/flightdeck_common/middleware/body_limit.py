@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flightdeck_common.errors import PayloadTooLarge, problem_response
+from flightdeck_common.errors import BadRequest, FlightdeckError, PayloadTooLarge
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -15,7 +15,8 @@ class BodySizeLimitMiddleware:
     """Cap request bodies: ``Content-Length`` is checked up front, chunked bodies as they stream.
 
     ``overrides`` maps a path prefix to its own limit (the longest matching prefix wins),
-    e.g. ``{"/pipelines/webhooks/": 25 * MIB}``.
+    e.g. ``{"/pipelines/webhooks/": 25 * MIB}``. Whatever the app makes of the error raised
+    from ``receive`` (FastAPI turns body-parsing failures into a 400), the client gets 413.
     """
 
     def __init__(
@@ -36,52 +37,60 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0:
-                    await _send_problem(scope, receive, send, 400, "invalid Content-Length")
-                    return
-                if declared > limit:
-                    await _send_problem(scope, receive, send, 413, _too_large(limit))
-                    return
-                break
+        declared = _declared_length(scope)
+        if declared is not None and declared < 0:
+            await _reply(BadRequest("Invalid Content-Length header."), scope, receive, send)
+            return
+        if declared is not None and declared > limit:
+            await _reply(BodyTooLarge(_too_large(limit)), scope, receive, send)
+            return
 
         received = 0
+        exceeded = False
         response_started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise BodyTooLarge(_too_large(limit))
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal response_started
+            if exceeded and not response_started:
+                return  # the app's own answer to the aborted body is replaced by our 413
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as exc:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLarge:
             if response_started:
                 raise
-            await exc.to_response()(scope, receive, send)
+        if exceeded and not response_started:
+            await _reply(BodyTooLarge(_too_large(limit)), scope, receive, send)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return None
 
 
 def _too_large(limit: int) -> str:
     return f"The request body exceeds the limit of {limit} bytes for this route."
 
 
-async def _send_problem(
-    scope: Scope, receive: Receive, send: Send, status: int, detail: str
-) -> None:
-    response = problem_response(status, detail=detail, headers={"Connection": "close"})
-    await response(scope, receive, send)
+async def _reply(error: FlightdeckError, scope: Scope, receive: Receive, send: Send) -> None:
+    # The unread body stays on the wire: ask the client to close the connection.
+    error.headers = {**(error.headers or {}), "Connection": "close"}
+    await error.to_response()(scope, receive, send)

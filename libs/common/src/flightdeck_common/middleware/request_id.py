@@ -12,7 +12,7 @@ from flightdeck_common.logging import request_id_var
 
 HEADER = "x-request-id"
 # Accept client ids only when they are short and harmless in logs and headers.
-_VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_VALID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def new_request_id() -> str:
@@ -32,7 +32,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if incoming and _VALID.match(incoming) else new_request_id()
+        request_id = incoming if incoming and _VALID.fullmatch(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 

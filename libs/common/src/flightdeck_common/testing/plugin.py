@@ -7,6 +7,9 @@ Redis. ``database_url`` is parametrized so storage tests run on SQLite and Postg
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,21 +20,34 @@ import pytest
 from flightdeck_common.devstack.ports import free_port
 from flightdeck_common.devstack.postgres import PostgresServer
 from flightdeck_common.devstack.redis import RedisServer
+from flightdeck_common.devstack.stack import SERVICES, Stack, StackConfig
 
 _USED: dict[str, set[str]] = {"postgres": set(), "redis": set()}
 _PASSED: set[str] = set()
 
 
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole session (stopped at the end)."""
-    base = tmp_path_factory.mktemp("postgres")
-    server = PostgresServer(base / "data", free_port(), databases=[])
-    server.start()
+@contextlib.contextmanager
+def throwaway_postgres(databases: list[str] | None = None) -> Iterator[PostgresServer]:
+    """A PostgreSQL server in a fresh temp dir on a free port, removed afterwards.
+
+    The directory lives outside pytest's basetemp, whose 0700 permissions a concurrent
+    pytest session may reset while the server (running as ``postgres``) needs it.
+    """
+    base = Path(tempfile.mkdtemp(prefix="flightdeck-pg-"))
+    server = PostgresServer(base / "data", free_port(), databases=databases or [])
     try:
+        server.start()
         yield server
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session (stopped at the end)."""
+    with throwaway_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +103,24 @@ def redis_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
         conn.sendall(b"FLUSHALL\r\n")
         conn.recv(64)
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """All three services and Traefik as real processes on free ports (embedded SQLite).
+
+    Tests talk to ``stack.ingress_url`` only, like a user would.
+    """
+    ports = {service: free_port() for service in SERVICES}
+    config = StackConfig(
+        var_dir=tmp_path_factory.mktemp("stack"),
+        ingress_port=free_port(),
+        service_ports=ports,
+        metrics_port=free_port(),
+        extra_env={"LOG_LEVEL": "INFO"},
+    )
+    with Stack(config) as stack:
+        yield stack
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -1,0 +1,140 @@
+"""``python -m flightdeck_common.devstack run [--full] [--var-dir var]`` and ``render-traefik``.
+
+``run`` starts the stack on the fixed loopback ports, prints its URLs and waits for Ctrl-C
+or SIGTERM, then stops everything and exits 0. A port already in use exits 2 naming it;
+a start failure or a child dying exits 1 with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from flightdeck_common.devstack.processes import DevstackError
+from flightdeck_common.devstack.stack import SERVICES, PortInUseError, Stack, StackConfig
+from flightdeck_common.devstack.traefik import ROUTE_PREFIXES, render_committed_config
+
+EXIT_FAILURE = 1
+EXIT_PORT_IN_USE = 2
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """First SIGINT/SIGTERM: unwind into a clean stop; ignore any further ones meanwhile."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _print_urls(stack: Stack) -> None:
+    config = stack.config
+    lines = [f"Flightdeck is running ({'PostgreSQL + Redis' if config.full else 'SQLite'})", ""]
+    lines.append(f"  ingress           {stack.ingress_url}")
+    for service in config.services:
+        prefix = ROUTE_PREFIXES.get(service, f"/{service}")
+        lines.append(f"  {service + ' docs':<17} {stack.ingress_url}{prefix}/docs")
+    lines.append("")
+    for service in config.services:
+        base = stack.service_url(service)
+        lines.append(f"  {service:<17} {base}/healthz  {base}/readyz  {base}/metrics")
+    lines.append(f"  traefik metrics   http://127.0.0.1:{config.metrics_port}/metrics")
+    if stack.postgres is not None:
+        lines.append("")
+        for service in SERVICES:
+            lines.append(
+                f"  {'postgres ' + service:<17} {stack.postgres.url(f'flightdeck_{service}')}"
+            )
+    if stack.redis is not None:
+        lines.append(f"  {'redis':<17} {stack.redis.url}")
+    lines += ["", f"  logs              {stack.log_dir}/", "", "Press Ctrl-C to stop."]
+    print("\n".join(lines), flush=True)
+
+
+def run(config: StackConfig) -> int:
+    """Run the stack until interrupted; return the process exit code."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    stack = Stack(config)
+    try:
+        try:
+            stack.start()  # stops whatever it started before raising
+        except PortInUseError as exc:
+            print(f"error: {exc}; stop whatever is using it and try again", file=sys.stderr)
+            return EXIT_PORT_IN_USE
+        except DevstackError as exc:
+            print(f"error: the stack failed to start: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        _print_urls(stack)
+        while True:
+            time.sleep(0.5)
+            stack.check()
+    except KeyboardInterrupt:
+        code = 0
+    except DevstackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("stopping ...", file=sys.stderr, flush=True)
+    try:
+        stack.stop()
+    except DevstackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = code or EXIT_FAILURE
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m flightdeck_common.devstack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run the local stack until Ctrl-C")
+    run_parser.add_argument("--full", action="store_true", help="use PostgreSQL + Redis")
+    run_parser.add_argument("--var-dir", type=Path, default=Path("var"))
+    run_parser.add_argument(
+        "--services", default=",".join(SERVICES), help="comma-separated subset to run"
+    )
+    run_parser.add_argument(
+        "--app-module-template",
+        default=StackConfig.app_module_template,
+        help="uvicorn app factory; {service} is replaced by the service name",
+    )
+    run_parser.add_argument("--ingress-port", type=int, default=StackConfig.ingress_port)
+    run_parser.add_argument("--metrics-port", type=int, default=StackConfig.metrics_port)
+    run_parser.add_argument("--postgres-port", type=int, default=StackConfig.postgres_port)
+    run_parser.add_argument("--redis-port", type=int, default=StackConfig.redis_port)
+    render_parser = commands.add_parser(
+        "render-traefik", help="regenerate deploy/traefik/*.yml for the fixed ports"
+    )
+    render_parser.add_argument("--repo-root", type=Path, default=Path.cwd())
+    args = parser.parse_args(argv)
+
+    if args.command == "render-traefik":
+        if not (args.repo_root / "deploy").is_dir():
+            parser.error(f"{args.repo_root} has no deploy/ directory; pass --repo-root")
+        for path in render_committed_config(args.repo_root):
+            print(f"wrote {path}")
+        return 0
+
+    services = [name.strip() for name in args.services.split(",") if name.strip()]
+    config = StackConfig(
+        var_dir=args.var_dir,
+        ingress_port=args.ingress_port,
+        full=args.full,
+        services=services,
+        app_module_template=args.app_module_template,
+        metrics_port=args.metrics_port,
+        postgres_port=args.postgres_port,
+        redis_port=args.redis_port,
+    )
+    try:
+        return run(config)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The admin service starts on a fresh database, migrates and serves the common surface."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from flightdeck_admin.app import MIGRATIONS_DIR, create_app
+from flightdeck_admin.settings import Settings
+from flightdeck_common.testing.service_checks import (
+    applied_revision,
+    assert_service_basics,
+    head_revision,
+    running_app,
+)
+
+PREFIX = "/admin"
+
+
+async def test_starts_migrated_and_serves_basics(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, log_json=False))
+    async with running_app(app) as client:
+        assert await applied_revision(app) == head_revision(MIGRATIONS_DIR)
+        await assert_service_basics(client, PREFIX, "Flightdeck Admin")
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "flightdeck_admin.cli", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **env}, cwd=cwd, timeout=120
+    )
+
+
+def test_cli_migrate(postgres_database_url: str, tmp_path: Path) -> None:
+    env = {"FLIGHTDECK_ADMIN_DATABASE_URL": postgres_database_url, "ENVIRONMENT": "production"}
+    env.update(PRODUCTION_SECRETS)
+    result = _cli("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "migrated to head" in result.stdout
+
+
+PRODUCTION_SECRETS: dict[str, str] = {}
