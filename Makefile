@@ -33,6 +33,12 @@ run: install ## run everything embedded: 3 services + Traefik, SQLite under var/
 run-full: install ## same, against local PostgreSQL + Redis started from the system binaries
 	$(PY) -m flightdeck_common.devstack run --full --var-dir var
 
+.PHONY: postgres-stop postgres-start
+postgres-stop: install ## stop the PostgreSQL of a running `make run-full` (to watch /readyz react)
+	$(PY) -m flightdeck_common.devstack postgres stop --var-dir var
+postgres-start: install ## start it again: the services recover by themselves
+	$(PY) -m flightdeck_common.devstack postgres start --var-dir var
+
 .PHONY: test
 test: install ## the whole suite (starts throwaway PostgreSQL, Redis, Traefik itself)
 	$(PY) -m pytest $(PYTEST_ARGS)

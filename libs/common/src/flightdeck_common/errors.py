@@ -8,6 +8,7 @@ exceptions as ``application/problem+json``.
 from __future__ import annotations
 
 import logging
+import socket
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -22,6 +23,27 @@ from flightdeck_common.logging import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:flightdeck:problem:"
+RESERVED_MEMBERS = frozenset(
+    {"type", "title", "status", "code", "detail", "instance", "request_id"}
+)
+# Stable codes for plain HTTP errors (status phrases differ between Python versions).
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +81,7 @@ def problem_response(
 ) -> JSONResponse:
     """Build an ``application/problem+json`` response."""
     phrase = _phrase(status)
-    code = code or phrase.lower().replace(" ", "_").replace("-", "_")
+    code = code or STATUS_CODES.get(status) or phrase.lower().replace(" ", "_").replace("-", "_")
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + code,
         "title": title or phrase,
@@ -74,7 +96,8 @@ def problem_response(
     if request_id:
         body["request_id"] = request_id
     if extra:
-        body.update(extra)
+        # Extension members never override the standard ones.
+        body.update({k: v for k, v in extra.items() if k not in RESERVED_MEMBERS})
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -235,25 +258,44 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    return problem_response(
-        503,
-        code="database_unavailable",
-        title="Database unavailable",
-        detail="The database cannot be reached right now; retry later.",
-        instance=request.url.path,
-        headers={"Retry-After": "5"},
-    )
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means a dependency cannot be reached (not a bug in the request)."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        if orig is not None and is_connection_failure(orig):
+            return True
+        text = str(orig).lower()
+        # SQLite's busy database and asyncpg's closed/refused connections.
+        return "database is locked" in text or ("connection" in text and "closed" in text)
+    if isinstance(exc, sa_exc.TimeoutError):  # connection pool exhausted
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    cause = exc.__cause__
+    if cause is not None and cause is not exc and is_connection_failure(cause):
+        return True
+    # asyncpg raises a bare OSError("Multiple exceptions: [Errno 111] ...") when every
+    # address of the host refuses the connection.
+    return type(exc) is OSError and "connect call failed" in str(exc).lower()
 
 
-async def _dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("dependency unavailable: %r", exc)
+async def _outage_or_bug(request: Request, exc: Exception) -> JSONResponse:
+    if not is_connection_failure(exc):
+        logger.exception("unhandled error", exc_info=exc)
+        return internal_error_response(request.url.path)
+    is_database = isinstance(exc, sa_exc.SQLAlchemyError)
+    logger.error("%s unavailable: %r", "database" if is_database else "dependency", exc)
     return problem_response(
         503,
-        code="dependency_unavailable",
-        title="Dependency unavailable",
-        detail="A service this request needs cannot be reached right now; retry later.",
+        code="database_unavailable" if is_database else "dependency_unavailable",
+        title="Database unavailable" if is_database else "Dependency unavailable",
+        detail=(
+            "The database cannot be reached right now; retry later."
+            if is_database
+            else "A service this request needs cannot be reached right now; retry later."
+        ),
         instance=request.url.path,
         headers={"Retry-After": "5"},
     )
@@ -275,10 +317,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # Connection-level failures (server down, pool exhausted) are outages, not bugs.
-    app.add_exception_handler(sa_exc.OperationalError, _database_unavailable)
-    app.add_exception_handler(sa_exc.InterfaceError, _database_unavailable)
-    app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
-    # asyncpg raises plain OSError subclasses when it cannot connect at all.
-    app.add_exception_handler(OSError, _dependency_unavailable)
+    # Outages (server down, pool exhausted, connection lost) are 503s; other database or
+    # OS errors are bugs and become the opaque 500.
+    app.add_exception_handler(sa_exc.DBAPIError, _outage_or_bug)
+    app.add_exception_handler(sa_exc.TimeoutError, _outage_or_bug)
+    app.add_exception_handler(OSError, _outage_or_bug)
     # Anything else is caught by CatchAllMiddleware, inside our own middleware stack, so
     # even a 500 carries the request id and security headers.

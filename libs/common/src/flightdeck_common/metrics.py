@@ -19,7 +19,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
 
-NOT_INSTRUMENTED = ["/healthz", "/readyz", "/metrics"]
+NOT_INSTRUMENTED = ["^/healthz$", "^/readyz$", "^/metrics$"]  # regexes (re.search)
 
 
 def setup_metrics(app: FastAPI) -> None:
@@ -62,6 +62,8 @@ def _declare(
     if existing is not None:
         if not isinstance(existing, kind):
             raise ValueError(f"metric {name} already registered as {type(existing).__name__}")
+        if tuple(getattr(existing, "_labelnames", ())) != tuple(labelnames):
+            raise ValueError(f"metric {name} already registered with other labels")
         return existing
     return kind(name, documentation, labelnames, registry=registry, **kwargs)  # type: ignore[arg-type]
 

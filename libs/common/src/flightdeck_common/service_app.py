@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from flightdeck_common.db import create_engine, create_sessionmaker
@@ -144,11 +146,17 @@ async def _open_resources(
 
 
 def _check_unique_operation_ids(app: FastAPI) -> None:
+    """Refuse two documented routes with one handler name (clients would clash)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FastAPI only warns about duplicates; we refuse them
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     seen: dict[str, str] = {}
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.include_in_schema:
-            if route.name in seen:
-                raise RuntimeError(
-                    f"duplicate operation id {route.name!r}: {seen[route.name]} and {route.path}"
-                )
-            seen[route.name] = route.path
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            op_id = operation.get("operationId") if isinstance(operation, dict) else None
+            if op_id is None:
+                continue
+            where = f"{method.upper()} {path}"
+            if op_id in seen:
+                raise RuntimeError(f"duplicate operation id {op_id!r}: {seen[op_id]} and {where}")
+            seen[op_id] = where

@@ -15,7 +15,13 @@ from pathlib import Path
 from types import FrameType
 
 from flightdeck_common.devstack.processes import DevstackError
-from flightdeck_common.devstack.stack import SERVICES, PortInUseError, Stack, StackConfig
+from flightdeck_common.devstack.stack import (
+    SERVICES,
+    PortInUseError,
+    Stack,
+    StackConfig,
+    full_mode_postgres,
+)
 from flightdeck_common.devstack.traefik import ROUTE_PREFIXES, render_committed_config
 
 EXIT_FAILURE = 1
@@ -68,13 +74,24 @@ def run(config: StackConfig) -> int:
             print(f"error: the stack failed to start: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         _print_urls(stack)
+        down: list[str] = []
         while True:
             time.sleep(0.5)
             stack.check()
+            now_down = stack.backing_services_down()
+            for name in sorted(set(now_down) - set(down)):
+                print(f"{name} is down: services report it on /readyz and answer 503 until it is back",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            for name in sorted(set(down) - set(now_down)):
+                print(f"{name} is back", file=sys.stderr, flush=True)
+            down = now_down
     except KeyboardInterrupt:
         code = 0
     except DevstackError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    except Exception as exc:  # a bug here must not leave the stack's processes orphaned
+        print(f"error: {exc!r}", file=sys.stderr)
         code = EXIT_FAILURE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -110,7 +127,22 @@ def main(argv: list[str] | None = None) -> int:
         "render-traefik", help="regenerate deploy/traefik/*.yml for the fixed ports"
     )
     render_parser.add_argument("--repo-root", type=Path, default=Path.cwd())
+    pg_parser = commands.add_parser(
+        "postgres", help="stop or start the PostgreSQL of a running `make run-full`"
+    )
+    pg_parser.add_argument("action", choices=["stop", "start"])
+    pg_parser.add_argument("--var-dir", type=Path, default=Path("var"))
+    pg_parser.add_argument("--postgres-port", type=int, default=StackConfig.postgres_port)
     args = parser.parse_args(argv)
+
+    if args.command == "postgres":
+        server = full_mode_postgres(args.var_dir, args.postgres_port)
+        if args.action == "stop":
+            server.stop()
+        else:
+            server.start()
+        print(f"postgres {args.action}{'ped' if args.action == 'stop' else 'ed'}")
+        return 0
 
     if args.command == "render-traefik":
         if not (args.repo_root / "deploy").is_dir():

@@ -45,6 +45,17 @@ class PortInUseError(DevstackError):
         super().__init__(f"port {port} ({purpose}) is already in use on {LOOPBACK}")
 
 
+def full_mode_postgres(var_dir: Path, port: int = DEFAULT_POSTGRES_PORT) -> PostgresServer:
+    """The PostgreSQL of ``make run-full`` (also driven by the ``postgres`` subcommand)."""
+    return PostgresServer(
+        var_dir.absolute() / "postgres",
+        port,
+        [f"flightdeck_{service}" for service in SERVICES],
+        durable=True,
+        log_path=var_dir.absolute() / "logs" / "postgres.log",
+    )
+
+
 def database_env_var(service: str) -> str:
     """``FLIGHTDECK_<SERVICE>_DATABASE_URL``."""
     return f"FLIGHTDECK_{service.upper()}_DATABASE_URL"
@@ -157,15 +168,25 @@ class Stack:
             raise DevstackError(f"stopping the stack failed: {errors}") from errors[0]
 
     def check(self) -> None:
-        """Raise ``DevstackError`` (with the log tail) if any part of the stack has died."""
-        if self.postgres is not None:
-            self.postgres.ensure_running()
-        if self.redis is not None:
-            self.redis.ensure_running()
+        """Raise ``DevstackError`` (with the log tail) if a service or Traefik has died.
+
+        PostgreSQL and Redis are not checked here: the services are built to survive
+        their outages (readiness turns 503, requests get 503 problems) and recover by
+        themselves, and ``make run-full`` is where people try exactly that.
+        """
         for process in self.processes.values():
             process.ensure_running()
         if self.traefik is not None:
             self.traefik.process.ensure_running()
+
+    def backing_services_down(self) -> list[str]:
+        """Names of the backing servers (``postgres``, ``redis``) that are not running."""
+        down = []
+        if self.postgres is not None and not self.postgres.is_running():
+            down.append("postgres")
+        if self.redis is not None and not self.redis.is_running:
+            down.append("redis")
+        return down
 
     def __enter__(self) -> Self:
         return self.start()
@@ -191,13 +212,7 @@ class Stack:
                 raise PortInUseError(port, purpose)
 
     def _start_backing_services(self) -> None:
-        self.postgres = PostgresServer(
-            self.var_dir / "postgres",
-            self.config.postgres_port,
-            [f"flightdeck_{service}" for service in SERVICES],
-            durable=True,
-            log_path=self.log_dir / "postgres.log",
-        )
+        self.postgres = full_mode_postgres(self.var_dir, self.config.postgres_port)
         self.postgres.start()
         self.redis = RedisServer(
             self.var_dir / "redis", self.config.redis_port, log_path=self.log_dir / "redis.log"

@@ -1,0 +1,43 @@
+"""Which failures are outages (503) and which are bugs (500)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from flightdeck_common.errors import is_connection_failure
+
+
+def _dbapi(orig: Exception, *, invalidated: bool = False) -> sa_exc.DBAPIError:
+    return sa_exc.OperationalError("SELECT 1", {}, orig, connection_invalidated=invalidated)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError(),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed ('127.0.0.1', 5432)"),
+        _dbapi(ConnectionResetError()),
+        _dbapi(sqlite3.OperationalError("database is locked")),
+        _dbapi(Exception("server closed the connection"), invalidated=True),
+        sa_exc.TimeoutError("QueuePool limit reached"),
+    ],
+)
+def test_outages(error: Exception) -> None:
+    assert is_connection_failure(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FileNotFoundError(2, "No such file"),
+        PermissionError(13, "denied"),
+        _dbapi(sqlite3.OperationalError("no such table: run")),
+        _dbapi(sqlite3.OperationalError('near "SELEC": syntax error')),
+    ],
+)
+def test_bugs_are_not_outages(error: Exception) -> None:
+    assert not is_connection_failure(error)
