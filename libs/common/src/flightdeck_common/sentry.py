@@ -16,7 +16,6 @@ def init_sentry(settings: CommonSettings, release: str) -> bool:
         environment=settings.environment.value,
         release=f"flightdeck-{settings.service_name}@{release}",
         traces_sample_rate=settings.sentry_traces_sample_rate,
-        send_default_pii=False,
     )
     sentry_sdk.set_tag("service", settings.service_name)
     return True
