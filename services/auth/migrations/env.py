@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import flightdeck_auth.models  # noqa: F401  (registers every table)
 from flightdeck_auth.db import Base
 from flightdeck_auth.settings import Settings
 from flightdeck_common.migrations import run_env

@@ -6,13 +6,25 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from flightdeck_common.db import create_engine
 from flightdeck_common.migrations import upgrade_to_head
 from flightdeck_common.settings import CommonSettings
+
+
+@dataclass(frozen=True)
+class CliCommand:
+    """A service-specific subcommand (e.g. ``flightdeck-auth create-admin``)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Any, argparse.Namespace], int]
 
 
 def run_cli(
@@ -23,9 +35,12 @@ def run_cli(
     app_path: str,
     migrations_dir: Path,
     argv: Sequence[str] | None = None,
+    extra_commands: Sequence[CliCommand] = (),
 ) -> int:
     parser = argparse.ArgumentParser(prog=f"flightdeck-{service}")
     commands = parser.add_subparsers(dest="command", required=True)
+    for extra in extra_commands:
+        extra.add_arguments(commands.add_parser(extra.name, help=extra.help))
     commands.add_parser("migrate", help="apply pending database migrations and exit")
     commands.add_parser("check-settings", help="validate settings (production rules included)")
     serve = commands.add_parser("serve", help="run the service with uvicorn")
@@ -44,6 +59,9 @@ def run_cli(
         print(f"flightdeck-{service}: invalid settings: {exc}", file=sys.stderr)
         return 2
 
+    for extra in extra_commands:
+        if args.command == extra.name:
+            return extra.run(settings, args)
     if args.command == "check-settings":
         print(f"flightdeck-{service}: settings OK ({settings.environment.value})")
         return 0

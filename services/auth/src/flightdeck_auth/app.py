@@ -5,8 +5,13 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from flightdeck_auth import __version__
-from flightdeck_auth.router import router
+from flightdeck_auth.bootstrap import auth_lifespan
+from flightdeck_auth.internal.router import router as internal_router
+from flightdeck_auth.login.router import router as login_router
+from flightdeck_auth.service_accounts.router import router as service_accounts_router
 from flightdeck_auth.settings import Settings, get_settings
+from flightdeck_auth.tokens.router import router as tokens_router
+from flightdeck_auth.users.router import router as me_router
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -16,9 +21,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the auth app from settings (read from the environment when not given)."""
     spec = ServiceSpec(
         title="Flightdeck Auth",
-        description="Users, passwords, MFA, JWT access tokens with JWKS, refresh tokens, service accounts.",
+        description=(
+            "Users, passwords, MFA, JWT access tokens with JWKS, refresh tokens, service accounts."
+        ),
         version=__version__,
-        routers=[router],
+        routers=[login_router, me_router, tokens_router, service_accounts_router, internal_router],
         migrations_dir=MIGRATIONS_DIR,
+        lifespan_hooks=[auth_lifespan],
     )
     return create_service_app(settings or get_settings(), spec)

@@ -1,10 +1,127 @@
-"""`flightdeck-auth` command: migrate, serve, check-settings."""
+"""`flightdeck-auth` command: migrate, serve, check-settings, create-admin,
+create-service-account, rotate-keys."""
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
 
 from flightdeck_auth.app import MIGRATIONS_DIR
-from flightdeck_auth.settings import Settings
-from flightdeck_common.cli import run_cli
+from flightdeck_auth.bootstrap import build_runtime
+from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.service_accounts.service import upsert_service_account
+from flightdeck_auth.settings import INTERNAL_AUDIENCES, Settings
+from flightdeck_auth.users.service import create_user
+from flightdeck_common.cli import CliCommand, run_cli
+from flightdeck_common.db import create_engine, create_sessionmaker, session_scope
+from flightdeck_common.errors import FlightdeckError
+from flightdeck_common.passwords import check_password_policy, normalize_username
+from flightdeck_common.rate_limit import RateLimiter
+from flightdeck_common.resources import Resources
+
+
+def _with_runtime(settings: Settings, work: Callable[[Any, AuthRuntime], Awaitable[int]]) -> int:
+    async def main() -> int:
+        engine = create_engine(settings)
+        try:
+            resources = Resources(
+                settings=settings,
+                engine=engine,
+                sessionmaker=create_sessionmaker(engine),
+                rate_limiter=RateLimiter(None, {}),
+            )
+            runtime = build_runtime(settings, resources)
+            async for session in session_scope(resources.sessionmaker):
+                return await work(session, runtime)
+            return 1
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except FlightdeckError as exc:
+        print(f"flightdeck-auth: {exc.title}: {exc.detail or ''}", file=sys.stderr)
+        return 2
+
+
+def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    password = os.environ.get("FLIGHTDECK_AUTH_NEW_ADMIN_PASSWORD") or getpass.getpass(
+        "password for the new admin: "
+    )
+    username = normalize_username(args.username)
+    check_password_policy(password, username=username)
+
+    async def work(session: Any, rt: AuthRuntime) -> int:
+        await create_user(
+            session,
+            username=username,
+            password_hash=await rt.hasher.hash(password),
+            role="admin",
+            actor="cli",
+        )
+        print(f"admin {username!r} created")
+        return 0
+
+    return _with_runtime(settings, work)
+
+
+def _create_service_account(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(session: Any, rt: AuthRuntime) -> int:
+        secret = await upsert_service_account(
+            session, rt, args.client_id, args.audience, description=args.description
+        )
+        print(f"client_id={args.client_id}\nclient_secret={secret}\n(shown once; store it now)")
+        return 0
+
+    return _with_runtime(settings, work)
+
+
+def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(session: Any, rt: AuthRuntime) -> int:
+        await rt.keyring.ensure_key()
+        kid = await rt.keyring.rotate(timedelta(seconds=settings.access_token_ttl_seconds * 2))
+        print(f"new signing key {kid}; the previous one stays published until its tokens expire")
+        return 0
+
+    return _with_runtime(settings, work)
+
+
+def _admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("username")
+
+
+def _service_account_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("client_id")
+    parser.add_argument("--audience", action="append", required=True, choices=INTERNAL_AUDIENCES)
+    parser.add_argument("--description", default="")
+
+
+COMMANDS = [
+    CliCommand(
+        "create-admin",
+        "create an admin (password from FLIGHTDECK_AUTH_NEW_ADMIN_PASSWORD or a prompt)",
+        _admin_arguments,
+        _create_admin,
+    ),
+    CliCommand(
+        "create-service-account",
+        "create or re-key a service account and print its secret once",
+        _service_account_arguments,
+        _create_service_account,
+    ),
+    CliCommand(
+        "rotate-keys",
+        "make a new signing key; the old one stays in the JWKS until its tokens expire",
+        lambda p: None,
+        _rotate_keys,
+    ),
+]
 
 
 def main() -> None:
@@ -15,6 +132,7 @@ def main() -> None:
             load_settings=Settings,
             app_path="flightdeck_auth.app:create_app",
             migrations_dir=MIGRATIONS_DIR,
+            extra_commands=COMMANDS,
         )
     )
 

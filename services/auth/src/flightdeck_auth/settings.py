@@ -1,11 +1,17 @@
 """Settings of the auth service (env prefix `FLIGHTDECK_AUTH_`)."""
 
+from __future__ import annotations
+
 from functools import lru_cache
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from flightdeck_common.settings import CommonSettings
+from flightdeck_common.settings import CommonSettings, Environment
+
+USER_AUDIENCE = "flightdeck"
+INTERNAL_AUDIENCES = ("flightdeck:auth-internal", "flightdeck:admin-internal")
 
 
 class Settings(CommonSettings):
@@ -13,6 +19,65 @@ class Settings(CommonSettings):
 
     service_name: ClassVar[str] = "auth"
     public_prefix: ClassVar[str] = "/auth"
+    required_secrets: ClassVar[tuple[str, ...]] = ("secret_key",)
+
+    # Encrypts TOTP secrets and signing keys at rest. Required in production; in
+    # development without it they are stored unencrypted (and a warning is logged).
+    secret_key: SecretStr | None = None
+    password_pepper: SecretStr | None = None
+
+    jwt_issuer: str = "flightdeck-auth"
+    access_token_ttl_seconds: int = Field(900, ge=60, le=3600)
+    refresh_token_ttl_seconds: int = Field(30 * 86400, ge=3600)
+    service_token_ttl_seconds: int = Field(600, ge=60, le=3600)
+    mfa_token_ttl_seconds: int = Field(300, ge=30, le=900)
+    mfa_max_attempts: int = Field(5, ge=1, le=20)
+    # Roles that must enrol TOTP before their tokens reach anything but /auth/me*.
+    # Default: none in development, admin in production.
+    mfa_required_roles: Annotated[list[str], NoDecode] | None = None
+
+    # Failed logins: per username and per client IP, exponential lock.
+    login_max_failures_per_user: int = Field(5, ge=1)
+    login_max_failures_per_ip: int = Field(20, ge=1)
+    login_failure_window_seconds: int = Field(900, ge=10)
+    login_base_lock_seconds: int = Field(30, ge=1)
+    login_max_lock_seconds: int = Field(900, ge=1)
+
+    rate_limit_refresh: str = "60/minute"
+    rate_limit_service_token: str = "60/minute"  # noqa: S105
+
+    # Login risk policy (see flightdeck_auth.security.risk): hours are UTC.
+    risk_challenge_at: int = 40
+    risk_deny_at: int = 80
+    risk_off_hours_start: int = Field(22, ge=0, le=23)
+    risk_off_hours_end: int = Field(6, ge=0, le=23)
+
+    # Development bootstrap: the first admin (password generated and printed once when unset).
+    bootstrap_admin_username: str = "admin"
+    bootstrap_admin_password: SecretStr | None = None
+    # Development bootstrap of service accounts: "client_id:secret:aud1 aud2,client2:...".
+    bootstrap_service_accounts: SecretStr | None = None
+
+    @field_validator("mfa_required_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _role_defaults(self) -> Settings:
+        if self.mfa_required_roles is None:
+            production = self.environment is Environment.PRODUCTION
+            self.mfa_required_roles = ["admin"] if production else []
+        unknown = set(self.mfa_required_roles) - {"viewer", "operator", "admin"}
+        if unknown:
+            raise ValueError(f"unknown roles in MFA_REQUIRED_ROLES: {sorted(unknown)}")
+        return self
+
+    @property
+    def limited_roles(self) -> frozenset[str]:
+        return frozenset(self.mfa_required_roles or ())
 
 
 @lru_cache

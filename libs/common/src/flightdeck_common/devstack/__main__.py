@@ -8,6 +8,8 @@ a start failure or a child dying exits 1 with the tail of its log.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
 import sys
 import time
@@ -59,8 +61,30 @@ def _print_urls(stack: Stack) -> None:
     print("\n".join(lines), flush=True)
 
 
+BOOTSTRAP_PASSWORD_ENV = "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD"  # noqa: S105 (a name)
+
+
+def _choose_bootstrap_password(config: StackConfig) -> str | None:
+    """A fresh admin password for a first start, unless the user chose one."""
+    if os.environ.get(BOOTSTRAP_PASSWORD_ENV) or BOOTSTRAP_PASSWORD_ENV in config.extra_env:
+        return None
+    password = secrets.token_urlsafe(18)
+    config.extra_env[BOOTSTRAP_PASSWORD_ENV] = password
+    return password
+
+
+def _print_bootstrap_admin(stack: Stack, password: str | None) -> None:
+    """Show the generated password once, and only when auth just created the admin with it."""
+    log = stack.log_dir / "auth.log"
+    if password is None or not log.exists():
+        return
+    if "user.bootstrap_admin_created" in log.read_text(errors="replace"):
+        print(f"\n  bootstrap admin: username=admin password={password}  (shown once)\n", flush=True)
+
+
 def run(config: StackConfig) -> int:
     """Run the stack until interrupted; return the process exit code."""
+    bootstrap_password = _choose_bootstrap_password(config)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     stack = Stack(config)
@@ -74,6 +98,7 @@ def run(config: StackConfig) -> int:
             print(f"error: the stack failed to start: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         _print_urls(stack)
+        _print_bootstrap_admin(stack, bootstrap_password)
         down: list[str] = []
         while True:
             time.sleep(0.5)

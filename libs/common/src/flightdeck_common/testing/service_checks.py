@@ -26,6 +26,11 @@ async def running_app(
             yield client
 
 
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header for ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def head_revision(migrations_dir: Path) -> str:
     """The newest revision in a service's migrations directory."""
     script = ScriptDirectory.from_config(alembic_config(migrations_dir, "sqlite://"))

@@ -1,0 +1,114 @@
+"""Startup work of the auth service: keys, runtime, development bootstrap."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.security.risk import RiskRules
+from flightdeck_auth.security.secret_box import SecretBox
+from flightdeck_auth.security.throttle import LoginThrottle, MemoryThrottleStore, RedisThrottleStore
+from flightdeck_auth.service_accounts.service import (
+    parse_bootstrap_accounts,
+    upsert_service_account,
+)
+from flightdeck_auth.settings import USER_AUDIENCE, Settings
+from flightdeck_auth.tokens.issuer import TokenIssuer
+from flightdeck_auth.tokens.keyring import KeyRing
+from flightdeck_auth.tokens.revocations import DatabaseRevocations, Revoker
+from flightdeck_auth.users.service import bootstrap_admin
+from flightdeck_common.auth.dependencies import AuthContext, install_auth
+from flightdeck_common.auth.revocation import RedisRevocations
+from flightdeck_common.auth.verifier import TokenVerifier
+from flightdeck_common.db import session_scope
+from flightdeck_common.passwords import PasswordHasher
+from flightdeck_common.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+
+def build_runtime(settings: Settings, resources: Resources) -> AuthRuntime:
+    if settings.secret_key is None:
+        logger.warning(
+            "FLIGHTDECK_AUTH_SECRET_KEY is not set: TOTP secrets and signing keys are stored "
+            "unencrypted (development only)"
+        )
+    box = SecretBox(settings.secret_key.get_secret_value() if settings.secret_key else None)
+    keyring = KeyRing(resources.sessionmaker, box)
+    redis_revocations = RedisRevocations(resources.redis) if resources.redis is not None else None
+    store = (
+        RedisThrottleStore(resources.redis)
+        if resources.redis is not None
+        else MemoryThrottleStore()
+    )
+    return AuthRuntime(
+        settings=settings,
+        hasher=PasswordHasher(
+            settings.password_pepper.get_secret_value() if settings.password_pepper else None
+        ),
+        box=box,
+        keyring=keyring,
+        issuer=TokenIssuer(keyring, settings),
+        throttle=LoginThrottle(
+            store,
+            max_failures_per_user=settings.login_max_failures_per_user,
+            max_failures_per_ip=settings.login_max_failures_per_ip,
+            window_seconds=settings.login_failure_window_seconds,
+            base_lock_seconds=settings.login_base_lock_seconds,
+            max_lock_seconds=settings.login_max_lock_seconds,
+        ),
+        revoker=Revoker(redis_revocations, settings.access_token_ttl_seconds),
+        risk_rules=RiskRules(
+            challenge_at=settings.risk_challenge_at,
+            deny_at=settings.risk_deny_at,
+            off_hours_start=settings.risk_off_hours_start,
+            off_hours_end=settings.risk_off_hours_end,
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def auth_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+    settings = resources.settings
+    assert isinstance(settings, Settings)
+    runtime = build_runtime(settings, resources)
+    await runtime.keyring.ensure_key()
+    app.state.auth_runtime = runtime
+    install_auth(
+        app,
+        AuthContext(
+            verifier=TokenVerifier(
+                runtime.keyring,
+                issuer=settings.jwt_issuer,
+                revocations=DatabaseRevocations(resources.sessionmaker),
+            ),
+            user_audience=USER_AUDIENCE,
+        ),
+    )
+    if not settings.is_production:
+        await _development_bootstrap(runtime, resources)
+    yield
+
+
+async def _development_bootstrap(runtime: AuthRuntime, resources: Resources) -> None:
+    async for session in session_scope(resources.sessionmaker):
+        password = await bootstrap_admin(session, runtime)
+        spec = runtime.settings.bootstrap_service_accounts
+        if spec is not None:
+            for client_id, secret, audiences in parse_bootstrap_accounts(spec.get_secret_value()):
+                await upsert_service_account(session, runtime, client_id, audiences, secret=secret)
+    if password is not None:
+        username = runtime.settings.bootstrap_admin_username
+        # Printed once, on the console only: it is not stored anywhere in clear.
+        print(
+            f"\n  bootstrap admin created: username={username} password={password}\n"
+            "  (shown once; set FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD to choose it)\n",
+            file=sys.stderr,
+            flush=True,
+        )
+        logger.warning("the bootstrap admin's generated password was printed once, above")

@@ -1,0 +1,93 @@
+"""Errors of the auth service (each renders as problem+json with its code)."""
+
+from __future__ import annotations
+
+from flightdeck_common.errors import Conflict, FlightdeckError, Forbidden, NotFound, Unauthorized
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+    title = "Invalid username or password"
+
+
+class AccountLocked(FlightdeckError):
+    status_code = 423
+    code = "account_locked"
+    title = "Too many failed logins; temporarily locked"
+
+
+class MfaRequired(Unauthorized):
+    code = "mfa_required"
+    title = "A second factor is required"
+
+
+class InvalidMfaCode(Unauthorized):
+    code = "invalid_mfa_code"
+    title = "Invalid or expired second-factor code"
+
+
+class InvalidMfaToken(Unauthorized):
+    code = "invalid_mfa_token"
+    title = "Invalid, used or expired MFA token"
+
+
+class LoginDenied(Forbidden):
+    code = "login_denied"
+    title = "Login denied by policy"
+
+
+class InvalidRefreshToken(Unauthorized):
+    code = "invalid_refresh_token"
+    title = "Invalid, expired or revoked refresh token"
+
+
+class InvalidClient(Unauthorized):
+    code = "invalid_client"
+    title = "Invalid client credentials"
+
+
+class InvalidScope(FlightdeckError):
+    status_code = 400
+    code = "invalid_scope"
+    title = "Requested audience not allowed for this client"
+
+
+class UnsupportedGrantType(FlightdeckError):
+    status_code = 400
+    code = "unsupported_grant_type"
+    title = "Only client_credentials is supported"
+
+
+class MfaAlreadyEnabled(Conflict):
+    code = "mfa_already_enabled"
+    title = "TOTP is already enabled"
+
+
+class MfaNotPending(Conflict):
+    code = "mfa_not_pending"
+    title = "No TOTP enrolment to confirm; start one first"
+
+
+class MfaNotEnabled(Conflict):
+    code = "mfa_not_enabled"
+    title = "TOTP is not enabled"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+    title = "User not found"
+
+
+class UsernameTaken(Conflict):
+    code = "username_taken"
+    title = "Username already exists"
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
+    title = "The last active admin cannot be demoted or deactivated"
+
+
+class ApprovalKeyNotFound(NotFound):
+    code = "approval_key_not_found"
+    title = "The user has no approval key"

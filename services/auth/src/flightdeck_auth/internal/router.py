@@ -1,0 +1,146 @@
+"""Internal API for the other services: user administration, approval keys, revocations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from flightdeck_auth.dependencies import ServiceClaims, SessionDep
+from flightdeck_auth.exceptions import ApprovalKeyNotFound, LastAdmin, UsernameTaken, UserNotFound
+from flightdeck_auth.internal.schemas import (
+    InternalUserCreate,
+    InternalUserUpdate,
+    RevocationFeed,
+    RevocationRead,
+)
+from flightdeck_auth.runtime import RuntimeDep
+from flightdeck_auth.security.approval_keys import parse_approval_key
+from flightdeck_auth.tokens.revocations import RevocationRepository
+from flightdeck_auth.users import service
+from flightdeck_auth.users.models import User
+from flightdeck_auth.users.repository import UserRepository
+from flightdeck_auth.users.schemas import ApprovalKeyRead, Role, UserRead, user_read
+from flightdeck_common.errors import problem_responses
+from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
+
+router = APIRouter(prefix="/auth/internal", tags=["internal"])
+
+
+async def _user(session: SessionDep, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+@router.post(
+    "/users",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(UsernameTaken),
+)
+async def create_internal_user(
+    body: InternalUserCreate, claims: ServiceClaims, session: SessionDep, response: Response
+) -> UserRead:
+    """Create a user from an argon2id hash (admin's approval path); idempotent by key."""
+    user, created = await service.create_user(
+        session,
+        username=body.username,
+        password_hash=body.password_hash,
+        role=body.role.value,
+        actor=f"{body.actor} via {claims.sub}",
+        origin_ref=body.idempotency_key,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return user_read(user)
+
+
+@router.get("/users", response_model=Page[UserRead])
+async def list_internal_users(
+    claims: ServiceClaims,
+    session: SessionDep,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    q: Annotated[str | None, Query(max_length=80)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Page[UserRead]:
+    """List users (filters: role, is_active, q = username contains)."""
+    rows, next_cursor = await UserRepository(session).page(
+        role=role.value if role else None, is_active=is_active, query=q, limit=limit, cursor=cursor
+    )
+    return Page[UserRead](items=[user_read(u) for u in rows], next_cursor=next_cursor)
+
+
+@router.get("/users/{user_id}", response_model=UserRead, responses=problem_responses(UserNotFound))
+async def read_internal_user(user_id: int, claims: ServiceClaims, session: SessionDep) -> UserRead:
+    """One user."""
+    return user_read(await _user(session, user_id))
+
+
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserRead,
+    responses=problem_responses(UserNotFound, LastAdmin),
+)
+async def update_internal_user(
+    user_id: int,
+    body: InternalUserUpdate,
+    claims: ServiceClaims,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> UserRead:
+    """Change role and/or active flag; the user's sessions end at once everywhere."""
+    user = await _user(session, user_id)
+    await service.update_user(
+        session,
+        rt,
+        user,
+        role=body.role.value if body.role else None,
+        is_active=body.is_active,
+        actor=f"{body.actor} via {claims.sub}",
+    )
+    return user_read(user)
+
+
+@router.get(
+    "/users/{user_id}/approval-key",
+    response_model=ApprovalKeyRead,
+    responses=problem_responses(UserNotFound, ApprovalKeyNotFound),
+)
+async def read_approval_key(
+    user_id: int, claims: ServiceClaims, session: SessionDep
+) -> ApprovalKeyRead:
+    """The user's registered approval public key."""
+    user = await _user(session, user_id)
+    if user.approval_key_pem is None or user.approval_key_updated_at is None:
+        raise ApprovalKeyNotFound()
+    key = parse_approval_key(user.approval_key_pem)
+    return ApprovalKeyRead(
+        user_id=user.id,
+        algorithm=key.algorithm,
+        fingerprint=key.fingerprint,
+        public_key_pem=key.pem,
+        updated_at=user.approval_key_updated_at,
+    )
+
+
+@router.get("/revocations", response_model=RevocationFeed)
+async def list_revocations(
+    claims: ServiceClaims,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> RevocationFeed:
+    """Unexpired revocations after a cursor, for services that follow them without Redis."""
+    rows = await RevocationRepository(session).feed(after, limit)
+    items = [
+        RevocationRead(
+            id=r.id, jti=r.jti, subject=r.subject, revoked_at=r.revoked_at, expires_at=r.expires_at
+        )
+        for r in rows
+    ]
+    next_cursor = items[-1].id if len(items) == limit else None
+    return RevocationFeed(items=items, next_cursor=next_cursor)

@@ -1,0 +1,75 @@
+"""Login, MFA step, refresh and logout."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, status
+
+from flightdeck_auth.dependencies import ClientIp, MeClaims, SessionDep
+from flightdeck_auth.exceptions import (
+    AccountLocked,
+    InvalidCredentials,
+    InvalidMfaCode,
+    InvalidMfaToken,
+    InvalidRefreshToken,
+    LoginDenied,
+    MfaRequired,
+)
+from flightdeck_auth.login import service
+from flightdeck_auth.login.schemas import LoginRequest, MfaLoginRequest
+from flightdeck_auth.runtime import RuntimeDep
+from flightdeck_auth.tokens.schemas import LogoutRequest, RefreshRequest, TokenPair
+from flightdeck_common.errors import RateLimited, problem_responses
+from flightdeck_common.rate_limit import rate_limit
+
+router = APIRouter(prefix="/auth", tags=["login"])
+
+
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    dependencies=[Depends(rate_limit("login"))],
+    responses=problem_responses(
+        InvalidCredentials, MfaRequired, LoginDenied, AccountLocked, RateLimited
+    ),
+)
+async def login(body: LoginRequest, session: SessionDep, rt: RuntimeDep, ip: ClientIp) -> TokenPair:
+    """Log in with username and password."""
+    return await service.password_login(session, rt, body.username, body.password, ip)
+
+
+@router.post(
+    "/login/mfa",
+    response_model=TokenPair,
+    dependencies=[Depends(rate_limit("login"))],
+    responses=problem_responses(InvalidMfaToken, InvalidMfaCode, RateLimited),
+)
+async def login_mfa(
+    body: MfaLoginRequest, session: SessionDep, rt: RuntimeDep, ip: ClientIp
+) -> TokenPair:
+    """Complete a login with the mfa_token and a TOTP code."""
+    return await service.mfa_login(session, rt, body.mfa_token, body.code, ip)
+
+
+@router.post(
+    "/token/refresh",
+    response_model=TokenPair,
+    dependencies=[Depends(rate_limit("refresh"))],
+    responses=problem_responses(InvalidRefreshToken, RateLimited),
+)
+async def refresh_token(
+    body: RefreshRequest, session: SessionDep, rt: RuntimeDep, ip: ClientIp
+) -> TokenPair:
+    """Exchange a refresh token for a new token pair (the old refresh token is spent)."""
+    return await service.refresh(session, rt, body.refresh_token, ip)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(InvalidCredentials),
+)
+async def logout(
+    body: LogoutRequest, claims: MeClaims, session: SessionDep, rt: RuntimeDep, ip: ClientIp
+) -> None:
+    """End this session: revoke the refresh token family and the access token."""
+    await service.logout(session, rt, claims, body.refresh_token, ip)

@@ -1,0 +1,59 @@
+"""TOTP enrolment, confirmation and removal."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flightdeck_auth.exceptions import (
+    InvalidMfaCode,
+    MfaAlreadyEnabled,
+    MfaNotEnabled,
+    MfaNotPending,
+)
+from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.mfa.schemas import TotpEnrolment
+from flightdeck_auth.outbox import audit
+from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.security.totp import new_totp_secret, provisioning_uri, verify_totp
+from flightdeck_auth.users.models import User
+from flightdeck_auth.users.repository import UserRepository
+from flightdeck_common.db import utcnow
+
+
+async def start_enrolment(session: AsyncSession, rt: AuthRuntime, user: User) -> TotpEnrolment:
+    if user.mfa_enabled:
+        raise MfaAlreadyEnabled("Disable TOTP first to enrol a new device.")
+    secret = new_totp_secret()
+    user.totp_secret = rt.box.seal(secret)
+    user.totp_last_counter = None
+    await audit(session, "mfa.enrolment_started", actor=user.username, subject=str(user.id))
+    return TotpEnrolment(secret=secret, otpauth_uri=provisioning_uri(secret, user.username))
+
+
+async def confirm_enrolment(session: AsyncSession, rt: AuthRuntime, user: User, code: str) -> None:
+    if user.mfa_enabled:
+        raise MfaAlreadyEnabled()
+    if user.totp_secret is None:
+        raise MfaNotPending()
+    counter = verify_totp(rt.box.open(user.totp_secret), code, last_used_counter=None)
+    if counter is None:
+        await audit(session, "mfa.confirm_failed", actor=user.username, subject=str(user.id))
+        raise await keep_and_fail(session, InvalidMfaCode())
+    user.totp_confirmed_at = utcnow()
+    user.totp_last_counter = counter
+    await audit(session, "mfa.enabled", actor=user.username, subject=str(user.id))
+
+
+async def disable(session: AsyncSession, rt: AuthRuntime, user: User, code: str) -> None:
+    if not user.mfa_enabled or user.totp_secret is None:
+        raise MfaNotEnabled()
+    counter = verify_totp(
+        rt.box.open(user.totp_secret), code, last_used_counter=user.totp_last_counter
+    )
+    if counter is None or not await UserRepository(session).advance_totp_counter(user, counter):
+        await audit(session, "mfa.disable_failed", actor=user.username, subject=str(user.id))
+        raise await keep_and_fail(session, InvalidMfaCode())
+    user.totp_secret = None
+    user.totp_confirmed_at = None
+    user.totp_last_counter = None
+    await audit(session, "mfa.disabled", actor=user.username, subject=str(user.id))

@@ -1,0 +1,94 @@
+"""Service accounts: created by the CLI (secret shown once), exchanged for service tokens."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flightdeck_auth.exceptions import InvalidClient, InvalidScope
+from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.outbox import audit
+from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.service_accounts.models import ServiceAccount
+from flightdeck_auth.settings import INTERNAL_AUDIENCES
+from flightdeck_auth.tokens.schemas import ServiceToken
+from flightdeck_common.errors import BadRequest
+
+CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+
+
+async def upsert_service_account(
+    session: AsyncSession,
+    rt: AuthRuntime,
+    client_id: str,
+    audiences: list[str],
+    *,
+    secret: str | None = None,
+    description: str = "",
+) -> str:
+    """Create (or re-key) a service account; returns its secret (generated when not given)."""
+    if not CLIENT_ID.match(client_id):
+        raise BadRequest("client_id: 2-64 characters of a-z, 0-9, '.', '_', '-'")
+    unknown = set(audiences) - set(INTERNAL_AUDIENCES)
+    if not audiences or unknown:
+        raise BadRequest(f"audiences must be among {', '.join(INTERNAL_AUDIENCES)}")
+    secret = secret or secrets.token_urlsafe(32)
+    secret_hash = await rt.hasher.hash(secret)
+    account = await session.scalar(
+        select(ServiceAccount).where(ServiceAccount.client_id == client_id)
+    )
+    if account is None:
+        account = ServiceAccount(client_id=client_id, secret_hash=secret_hash, is_active=True)
+        session.add(account)
+    elif not await rt.hasher.verify(account.secret_hash, secret):
+        account.secret_hash = secret_hash
+    account.audiences = " ".join(sorted(set(audiences)))
+    account.description = description[:200]
+    await session.flush()
+    await audit(
+        session, "service_account.saved", actor="system", subject=client_id, audiences=audiences
+    )
+    return secret
+
+
+async def issue_service_token(
+    session: AsyncSession,
+    rt: AuthRuntime,
+    client_id: str,
+    client_secret: str,
+    scope: str | None,
+    ip: str,
+) -> ServiceToken:
+    account = await session.scalar(
+        select(ServiceAccount).where(ServiceAccount.client_id == client_id[:64])
+    )
+    if account is None or not account.is_active:
+        await rt.hasher.dummy_verify()
+        valid = False
+    else:
+        valid = await rt.hasher.verify(account.secret_hash, client_secret)
+    if not valid or account is None:
+        await audit(session, "service_token.denied", actor=f"svc:{client_id[:64]}", ip=ip)
+        raise await keep_and_fail(session, InvalidClient())
+    allowed = account.audiences.split()
+    requested = scope.split() if scope else allowed
+    if not requested or set(requested) - set(allowed):
+        raise InvalidScope(f"allowed audiences: {' '.join(allowed)}")
+    token = await rt.issuer.service_token(account.client_id, sorted(set(requested)))
+    return ServiceToken(
+        access_token=token.token,
+        expires_in=token.expires_in,
+        scope=" ".join(sorted(set(requested))),
+    )
+
+
+def parse_bootstrap_accounts(spec: str) -> list[tuple[str, str, list[str]]]:
+    """``client:secret:aud1 aud2,client2:secret2:aud`` -> [(client, secret, [auds])]."""
+    accounts = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        client_id, secret, audiences = item.split(":", 2)
+        accounts.append((client_id, secret, audiences.split()))
+    return accounts

@@ -1,0 +1,96 @@
+"""Refresh tokens: opaque, stored hashed, rotated on every use; reuse revokes the family."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flightdeck_auth.tokens.models import RefreshToken
+from flightdeck_common.db import utcnow
+
+TOKEN_BYTES = 32
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a high-entropy token: enough to store it (no password-style hashing)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_opaque_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """``token`` is set on success; ``reused`` when a spent token came back."""
+
+    user_id: int | None
+    token: str | None = None
+    family_id: str | None = None
+    reused: bool = False
+
+
+class RefreshTokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def issue(self, user_id: int, ttl_seconds: int, family_id: str | None = None) -> str:
+        token = new_opaque_token()
+        self.session.add(
+            RefreshToken(
+                token_hash=hash_token(token),
+                family_id=family_id or str(uuid.uuid4()),
+                user_id=user_id,
+                created_at=utcnow(),
+                expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+            )
+        )
+        await self.session.flush()
+        return token
+
+    async def by_token(self, token: str) -> RefreshToken | None:
+        return await self.session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == hash_token(token))
+        )
+
+    async def rotate(self, token: str, ttl_seconds: int) -> RotationResult | None:
+        """Spend ``token`` and issue its successor in the same family.
+
+        Returns None for an unknown, expired or revoked token. Spending is a conditional
+        UPDATE, so two concurrent uses of one token cannot both succeed: the loser is
+        treated as reuse.
+        """
+        row = await self.by_token(token)
+        now = utcnow()
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            return None
+        spent = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        if getattr(spent, "rowcount", 0) != 1:
+            await self.revoke_family(row.family_id, "reuse_detected")
+            return RotationResult(user_id=row.user_id, family_id=row.family_id, reused=True)
+        successor = await self.issue(row.user_id, ttl_seconds, row.family_id)
+        return RotationResult(user_id=row.user_id, token=successor, family_id=row.family_id)
+
+    async def revoke_family(self, family_id: str, reason: str) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+        )
+
+    async def revoke_user(self, user_id: int, reason: str) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+        )

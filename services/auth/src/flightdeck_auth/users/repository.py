@@ -1,0 +1,89 @@
+"""Queries on users and their known login addresses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from flightdeck_auth.users.models import User, UserLoginIp
+from flightdeck_common.db import utcnow
+from flightdeck_common.repository import RepositoryBase
+
+
+class UserRepository(RepositoryBase[User]):
+    model = User
+
+    async def by_username(self, username: str) -> User | None:
+        return await self.session.scalar(select(User).where(User.username == username))
+
+    async def by_origin_ref(self, origin_ref: str) -> User | None:
+        return await self.session.scalar(select(User).where(User.origin_ref == origin_ref))
+
+    async def count(self) -> int:
+        return int(await self.session.scalar(select(func.count(User.id))) or 0)
+
+    async def count_active_admins(self) -> int:
+        statement = select(func.count(User.id)).where(User.role == "admin", User.is_active)
+        return int(await self.session.scalar(statement) or 0)
+
+    async def page(
+        self,
+        *,
+        role: str | None,
+        is_active: bool | None,
+        query: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[User], str | None]:
+        statement: Any = select(User)
+        if role is not None:
+            statement = statement.where(User.role == role)
+        if is_active is not None:
+            statement = statement.where(User.is_active == is_active)
+        if query:
+            escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            statement = statement.where(User.username.like(f"%{escaped}%", escape="\\"))
+        return await self.paginate(
+            statement, order_by=[User.id], limit=limit, cursor=cursor, descending=False
+        )
+
+    async def known_ip(self, user_id: int, ip: str) -> bool | None:
+        """True/False whether ``ip`` was seen; None when the user never signed in."""
+        rows = (
+            await self.session.scalars(
+                select(UserLoginIp.ip).where(UserLoginIp.user_id == user_id).limit(1000)
+            )
+        ).all()
+        if not rows:
+            return None
+        return ip in rows
+
+    async def remember_ip(self, user_id: int, ip: str) -> None:
+        row = await self.session.scalar(
+            select(UserLoginIp).where(UserLoginIp.user_id == user_id, UserLoginIp.ip == ip)
+        )
+        if row is None:
+            self.session.add(UserLoginIp(user_id=user_id, ip=ip))
+        else:
+            row.last_seen_at = utcnow()
+        await self.session.flush()
+
+    async def advance_totp_counter(self, user: User, counter: int) -> bool:
+        """Record an accepted TOTP time step unless a concurrent request used it first."""
+        previous = user.totp_last_counter
+        condition = (
+            User.totp_last_counter.is_(None)
+            if previous is None
+            else User.totp_last_counter < counter
+        )
+        result = await self.session.execute(
+            update(User)
+            .where(User.id == user.id, condition)
+            .values(totp_last_counter=counter)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            return False
+        user.totp_last_counter = counter
+        return True

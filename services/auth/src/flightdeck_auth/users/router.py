@@ -1,0 +1,94 @@
+"""The signed-in user's own account: profile, password, TOTP, approval key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from flightdeck_auth.dependencies import CurrentUserRow, SessionDep
+from flightdeck_auth.exceptions import (
+    InvalidCredentials,
+    InvalidMfaCode,
+    MfaAlreadyEnabled,
+    MfaNotEnabled,
+    MfaNotPending,
+)
+from flightdeck_auth.mfa import service as mfa
+from flightdeck_auth.mfa.schemas import TotpCode, TotpEnrolment
+from flightdeck_auth.runtime import RuntimeDep
+from flightdeck_auth.security.approval_keys import InvalidApprovalKey
+from flightdeck_auth.users import service
+from flightdeck_auth.users.schemas import ApprovalKeyUpdate, PasswordChange, UserRead, user_read
+from flightdeck_common.errors import problem_responses
+from flightdeck_common.passwords import WeakPassword
+
+router = APIRouter(prefix="/auth/me", tags=["me"])
+
+
+@router.get("", response_model=UserRead, responses=problem_responses(InvalidCredentials))
+async def read_me(user: CurrentUserRow) -> UserRead:
+    """The signed-in user."""
+    return user_read(user)
+
+
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(InvalidCredentials, WeakPassword),
+)
+async def change_my_password(
+    body: PasswordChange, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
+) -> None:
+    """Change the password; every other session ends."""
+    await service.change_password(session, rt, user, body.current_password, body.new_password)
+
+
+@router.post(
+    "/mfa/totp",
+    response_model=TotpEnrolment,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(MfaAlreadyEnabled),
+)
+async def start_totp_enrolment(
+    user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
+) -> TotpEnrolment:
+    """Start TOTP enrolment: returns the secret and an otpauth:// URI to scan."""
+    return await mfa.start_enrolment(session, rt, user)
+
+
+@router.post(
+    "/mfa/totp/confirm",
+    response_model=UserRead,
+    responses=problem_responses(InvalidMfaCode, MfaAlreadyEnabled, MfaNotPending),
+)
+async def confirm_totp_enrolment(
+    body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
+) -> UserRead:
+    """Activate TOTP with a current code (log in again to get unrestricted tokens)."""
+    await mfa.confirm_enrolment(session, rt, user, body.code)
+    return user_read(user)
+
+
+@router.delete(
+    "/mfa/totp",
+    response_model=UserRead,
+    responses=problem_responses(InvalidMfaCode, MfaNotEnabled),
+)
+async def disable_totp(
+    body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
+) -> UserRead:
+    """Turn TOTP off; needs a current code."""
+    await mfa.disable(session, rt, user, body.code)
+    return user_read(user)
+
+
+@router.put(
+    "/approval-key",
+    response_model=UserRead,
+    responses=problem_responses(InvalidApprovalKey),
+)
+async def set_my_approval_key(
+    body: ApprovalKeyUpdate, user: CurrentUserRow, session: SessionDep
+) -> UserRead:
+    """Register the public key that signs this user's approval decisions."""
+    await service.set_approval_key(session, user, body.public_key_pem)
+    return user_read(user)

@@ -1,0 +1,173 @@
+"""Rules on users: creation, bootstrap, passwords, roles, deactivation, approval keys."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flightdeck_auth.exceptions import InvalidCredentials, LastAdmin, UsernameTaken
+from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.outbox import audit
+from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.security.approval_keys import parse_approval_key
+from flightdeck_auth.tokens.refresh import RefreshTokenRepository
+from flightdeck_auth.users.models import User
+from flightdeck_auth.users.repository import UserRepository
+from flightdeck_common.db import utcnow
+from flightdeck_common.errors import FlightdeckError
+from flightdeck_common.passwords import check_password_policy, normalize_username
+
+logger = logging.getLogger(__name__)
+
+# What admin may hand over on approval: an argon2id hash, never a plaintext password.
+ARGON2ID_HASH = re.compile(
+    r"^\$argon2id\$v=19\$m=\d{1,8},t=\d{1,3},p=\d{1,3}\$[A-Za-z0-9+/]{11,64}\$[A-Za-z0-9+/]{16,128}$"
+)
+
+
+class InvalidPasswordHash(FlightdeckError):
+    status_code = 422
+    code = "invalid_password_hash"
+    title = "password_hash must be an argon2id hash"
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    username: str,
+    password_hash: str,
+    role: str,
+    actor: str,
+    origin_ref: str | None = None,
+) -> tuple[User, bool]:
+    """Create a user from a ready hash; with ``origin_ref`` a retried call returns the
+    user it created before. Returns (user, created)."""
+    if not ARGON2ID_HASH.match(password_hash):
+        raise InvalidPasswordHash()
+    users = UserRepository(session)
+    normalized = normalize_username(username)
+    if origin_ref is not None:
+        existing = await users.by_origin_ref(origin_ref)
+        if existing is not None:
+            if existing.username != normalized:
+                raise UsernameTaken("This idempotency key created another user.")
+            return existing, False
+    if await users.by_username(normalized) is not None:
+        raise UsernameTaken()
+    user = User(
+        username=normalized,
+        password_hash=password_hash,
+        role=role,
+        is_active=True,
+        origin_ref=origin_ref,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(user)
+            await session.flush()
+    except IntegrityError as exc:  # a concurrent create won the race
+        raise UsernameTaken() from exc
+    await audit(
+        session, "user.created", actor=actor, subject=str(user.id), role=role, username=normalized
+    )
+    return user, True
+
+
+async def bootstrap_admin(session: AsyncSession, rt: AuthRuntime) -> str | None:
+    """Development only: create the first admin when there are no users.
+
+    Returns the generated password (to be printed once) or None.
+    """
+    users = UserRepository(session)
+    if await users.count() > 0:
+        return None
+    configured = rt.settings.bootstrap_admin_password
+    password = configured.get_secret_value() if configured else secrets.token_urlsafe(18)
+    username = normalize_username(rt.settings.bootstrap_admin_username)
+    check_password_policy(password, username=username)
+    session.add(
+        User(
+            username=username,
+            password_hash=await rt.hasher.hash(password),
+            role="admin",
+            is_active=True,
+        )
+    )
+    await session.flush()
+    await audit(session, "user.bootstrap_admin_created", actor="system", subject=username)
+    logger.warning("user.bootstrap_admin_created: %r (development bootstrap)", username)
+    return None if configured else password
+
+
+async def change_password(
+    session: AsyncSession, rt: AuthRuntime, user: User, current: str, new: str
+) -> None:
+    if not await rt.hasher.verify(user.password_hash, current):
+        await audit(
+            session, "user.password_change_failed", actor=user.username, subject=str(user.id)
+        )
+        raise await keep_and_fail(session, InvalidCredentials("The current password is wrong."))
+    check_password_policy(new, username=user.username)
+    user.password_hash = await rt.hasher.hash(new)
+    # Other sessions end: a changed password is often a response to a leak.
+    await RefreshTokenRepository(session).revoke_user(user.id, "password_changed")
+    await rt.revoker.revoke_subject(session, str(user.id), "password_changed")
+    await audit(session, "user.password_changed", actor=user.username, subject=str(user.id))
+
+
+async def set_approval_key(session: AsyncSession, user: User, pem: str) -> None:
+    key = parse_approval_key(pem)
+    previous = user.approval_key_fingerprint
+    user.approval_key_pem = key.pem
+    user.approval_key_fingerprint = key.fingerprint
+    user.approval_key_updated_at = utcnow()
+    await audit(
+        session,
+        "user.approval_key_changed",
+        actor=user.username,
+        subject=str(user.id),
+        algorithm=key.algorithm,
+        fingerprint=key.fingerprint,
+        previous_fingerprint=previous,
+    )
+
+
+async def update_user(
+    session: AsyncSession,
+    rt: AuthRuntime,
+    user: User,
+    *,
+    role: str | None,
+    is_active: bool | None,
+    actor: str,
+) -> User:
+    """Change role and/or active flag; sessions end at once when either changes."""
+    users = UserRepository(session)
+    loses_admin = (
+        user.role == "admin"
+        and user.is_active
+        and ((role is not None and role != "admin") or is_active is False)
+    )
+    if loses_admin and await users.count_active_admins() <= 1:
+        raise LastAdmin()
+    changes: dict[str, object] = {}
+    if role is not None and role != user.role:
+        changes["role"] = {"from": user.role, "to": role}
+        user.role = role
+    if is_active is not None and is_active != user.is_active:
+        changes["is_active"] = {"from": user.is_active, "to": is_active}
+        user.is_active = is_active
+    if not changes:
+        return user
+    # Tokens carry the role, and a deactivated user must be out everywhere now.
+    await RefreshTokenRepository(session).revoke_user(user.id, "user_updated")
+    await rt.revoker.revoke_subject(session, str(user.id), "user_updated")
+    event = (
+        "user.deactivated" if changes.get("is_active") and not user.is_active else "user.updated"
+    )
+    await audit(session, event, actor=actor, subject=str(user.id), changes=changes)
+    return user
