@@ -93,6 +93,8 @@ class FakeAuth:
         self.token_body: dict[str, Any] | None = None
         self.expires_in = 300
         self.feed_status = 200
+        self.feed_body: Any = None  # served as is instead of the computed page
+        self.fail_pages_after: int | None = None  # pages with `after` beyond this answer 500
         self.token_delay = 0.0
         self.issued = 0
         self.valid_token: str | None = None
@@ -124,8 +126,12 @@ class FakeAuth:
             )
             if self.feed_status != 200:
                 return JSONResponse({"detail": "unavailable"}, status_code=self.feed_status)
+            if self.fail_pages_after is not None and after > self.fail_pages_after:
+                return JSONResponse({"detail": "database error"}, status_code=500)
             if request.headers.get("authorization") != f"Bearer {self.valid_token}":
                 return JSONResponse({"code": "invalid_token"}, status_code=401)
+            if self.feed_body is not None:
+                return self.feed_body
             items = [item for item in self.revocations if item["id"] > after][:limit]
             more = len(items) == limit and items[-1]["id"] < self.revocations[-1]["id"]
             return {"items": items, "next_cursor": items[-1]["id"] if more else None}

@@ -142,14 +142,7 @@ async def test_outage_keeps_the_last_known_state(
 async def test_a_failing_page_keeps_what_earlier_pages_brought(fake_auth: Any) -> None:
     fake_auth.revocations = [_entry(i, jti=f"j{i}") for i in range(1, 4)]
     follower = _follower(fake_auth, page_limit=2)
-    original = fake_auth.http.get
-
-    async def second_page_fails(url: str, **kwargs: Any) -> Any:
-        if kwargs["params"]["after"] > 0:
-            fake_auth.feed_status = 500
-        return await original(url, **kwargs)
-
-    fake_auth.http.get = second_page_fails
+    fake_auth.fail_pages_after = 0
     with pytest.raises(RevocationFeedUnavailable):
         await follower.sync_once()
     assert follower.cursor == 2
@@ -162,14 +155,7 @@ async def test_a_failing_page_keeps_what_earlier_pages_brought(fake_auth: Any) -
 )
 async def test_malformed_feed_pages_are_an_outage(fake_auth: Any, body: Any) -> None:
     follower = _follower(fake_auth)
-    original = fake_auth.http.get
-
-    async def malformed(url: str, **kwargs: Any) -> Any:
-        response = await original(url, **kwargs)
-        response._content = __import__("json").dumps(body).encode()
-        return response
-
-    fake_auth.http.get = malformed
+    fake_auth.feed_body = body
     with pytest.raises(RevocationFeedUnavailable, match="malformed"):
         await follower.sync_once()
     assert follower.cursor == 0

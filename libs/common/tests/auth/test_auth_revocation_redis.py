@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flightdeck_common.auth import (
     USER_AUDIENCE,
@@ -106,14 +107,13 @@ async def test_revocation_written_by_auth_is_seen_by_another_service(
     try:
         verifier = TokenVerifier(minter.key_source(), revocations=RedisRevocations(service_redis))
         token = minter.user_token("7")
-        claims = await verifier.verify(token, USER_AUDIENCE)
+        assert (await verifier.verify(token, USER_AUDIENCE)).sub == "7"
         await auth_side.revoke_subject("7", time.time(), 900)
         with pytest.raises(TokenRevoked):
             await verifier.verify(token, USER_AUDIENCE)
         # A token issued after the revocation (a new login) is fine.
         later = minter.user_token("7", issued_at=time.time() + 0.01)
         assert (await verifier.verify(later, USER_AUDIENCE)).sub == "7"
-        assert claims.sub == "7"
     finally:
         await service_redis.aclose()
 
@@ -127,7 +127,7 @@ async def test_redis_down_fails_open_and_logs_once(caplog: pytest.LogCaptureFixt
         assert results == [False, False, False]
         assert len([r for r in caplog.records if "cannot reach Redis" in r.getMessage()]) == 1
         # Writes never fail silently: auth must know a revocation was not stored.
-        with pytest.raises(Exception, match=r"(?i)connect"):
+        with pytest.raises(RedisConnectionError):
             await revocations.revoke_jti("j", time.time() + 60)
     finally:
         await dead.aclose()

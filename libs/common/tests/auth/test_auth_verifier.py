@@ -195,7 +195,10 @@ async def test_missing_required_claim_refused(
         ({"sub": 42}, "Invalid token."),
         ({"jti": ""}, "Token has an empty 'sub' or 'jti'."),
         ({"exp": "tomorrow"}, "Malformed token."),
-        ({"mfa_enrolment_required": "false"}, "Token has an invalid 'mfa_enrolment_required' claim."),
+        (
+            {"mfa_enrolment_required": "false"},
+            "Token has an invalid 'mfa_enrolment_required' claim.",
+        ),
         ({"username": ["a"]}, "Token has an invalid 'username' claim."),
         ({"aud": [USER_AUDIENCE, 7]}, "Token not valid for this audience."),
     ],

@@ -79,7 +79,7 @@ def test_rsa_pss_signature_is_not_accepted(rsa_key: rsa.RSAPrivateKey) -> None:
 
 
 def test_weak_or_unsupported_keys_never_verify() -> None:
-    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
     assert not verify_approval_signature(public_pem(small), MESSAGE, rsa_sign(small))
     ec_key = ec.generate_private_key(ec.SECP256R1())
     ec_signature = ec_key.sign(MESSAGE, ec.ECDSA(hashes.SHA256()))
@@ -106,7 +106,9 @@ def test_private_key_pem_is_not_a_public_key(ed_key: ed25519.Ed25519PrivateKey) 
 
 def test_non_bytes_inputs_are_false(ed_key: ed25519.Ed25519PrivateKey) -> None:
     text_message: Any = MESSAGE.decode()
-    assert verify_approval_signature(public_pem(ed_key), text_message, ed_key.sign(MESSAGE)) is False
+    assert (
+        verify_approval_signature(public_pem(ed_key), text_message, ed_key.sign(MESSAGE)) is False
+    )
     text_signature: Any = "00" * 64
     assert verify_approval_signature(public_pem(ed_key), MESSAGE, text_signature) is False
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from flightdeck_common.errors import PROBLEM_JSON
-from flightdeck_common.middleware.body_limit import BodySizeLimitMiddleware
+from flightdeck_common.middleware.body_limit import DRAIN_CAP_BYTES, BodySizeLimitMiddleware
 
 LIMIT = 4096
 OVERRIDES = {"/things/big/": 4 * LIMIT, "/things/big/tiny/": 2048}
@@ -82,6 +82,15 @@ async def test_declared_length_over_limit_is_refused_without_calling_the_endpoin
     client: Any,
 ) -> None:
     response = await client.post("/things/raw", content=b"x" * (LIMIT + 1))
+    assert_too_large(response, LIMIT)
+    # A moderate excess is read and dropped, so the connection stays usable.
+    assert "connection" not in response.headers
+    assert calls == []
+
+
+async def test_huge_declared_length_is_refused_at_once_and_closes(client: Any) -> None:
+    huge = {"content-length": str(LIMIT + DRAIN_CAP_BYTES + 1)}
+    response = await client.post("/things/raw", content=b"x", headers=huge)
     assert_too_large(response, LIMIT)
     assert response.headers["connection"] == "close"
     assert calls == []

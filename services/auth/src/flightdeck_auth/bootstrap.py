@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -39,7 +41,10 @@ def build_runtime(settings: Settings, resources: Resources) -> AuthRuntime:
             "unencrypted (development only)"
         )
     box = SecretBox(settings.secret_key.get_secret_value() if settings.secret_key else None)
-    keyring = KeyRing(resources.sessionmaker, box)
+    # A replaced key stays published for two token lifetimes (clock skew, slow caches).
+    keyring = KeyRing(
+        resources.sessionmaker, box, timedelta(seconds=2 * settings.access_token_ttl_seconds)
+    )
     redis_revocations = RedisRevocations(resources.redis) if resources.redis is not None else None
     store = (
         RedisThrottleStore(resources.redis)
@@ -78,6 +83,8 @@ async def auth_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[Non
     assert isinstance(settings, Settings)
     runtime = build_runtime(settings, resources)
     await runtime.keyring.ensure_key()
+    await runtime.hasher.warm_up()  # so the first unknown-user login costs what later ones do
+    maintenance = asyncio.create_task(runtime.keyring.run_maintenance(), name="key-maintenance")
     app.state.auth_runtime = runtime
     install_auth(
         app,
@@ -92,7 +99,12 @@ async def auth_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[Non
     )
     if not settings.is_production:
         await _development_bootstrap(runtime, resources)
-    yield
+    try:
+        yield
+    finally:
+        maintenance.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await maintenance
 
 
 async def _development_bootstrap(runtime: AuthRuntime, resources: Resources) -> None:

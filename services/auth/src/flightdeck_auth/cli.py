@@ -9,7 +9,6 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 from flightdeck_auth.app import MIGRATIONS_DIR
@@ -85,8 +84,11 @@ def _create_service_account(settings: Settings, args: argparse.Namespace) -> int
 def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
     async def work(session: Any, rt: AuthRuntime) -> int:
         await rt.keyring.ensure_key()
-        kid = await rt.keyring.rotate(timedelta(seconds=settings.access_token_ttl_seconds * 2))
-        print(f"new signing key {kid}; the previous one stays published until its tokens expire")
+        kid = await rt.keyring.rotate()
+        print(
+            f"new signing key {kid} published; it starts signing in 90 s, and the key it "
+            "replaces stays published until its tokens expire"
+        )
         return 0
 
     return _with_runtime(settings, work)

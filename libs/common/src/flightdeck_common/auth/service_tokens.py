@@ -41,7 +41,7 @@ class ServiceTokenProvider:
     it expires. Concurrent callers share one request; when that request fails, the callers
     that were waiting for it get the same error instead of queueing more requests.
 
-    Raises ``AuthUnavailable`` (503) when auth cannot be reached, answers 5xx/429 or
+    Raises ``AuthUnavailable`` (503) when auth cannot be reached, answers 5xx/429/404 or
     something that is not a token; ``ServiceCredentialsRejected`` on 400/401/403.
     """
 
@@ -69,7 +69,7 @@ class ServiceTokenProvider:
         self._clock = clock
         self._token: str | None = None
         self._refresh_at = 0.0
-        self._attempts = 0
+        self._fetches_done = 0
         self._last_error: Exception | None = None
         self._lock = asyncio.Lock()
 
@@ -78,19 +78,20 @@ class ServiceTokenProvider:
         cached = self._fresh()
         if cached is not None:
             return cached
-        attempts_seen = self._attempts
+        fetches_seen = self._fetches_done
         async with self._lock:
             cached = self._fresh()
             if cached is not None:
                 return cached
-            if self._attempts != attempts_seen and self._last_error is not None:
-                raise self._last_error  # the fetch we waited for failed a moment ago
-            self._attempts += 1
+            if self._fetches_done != fetches_seen and self._last_error is not None:
+                raise self._last_error  # the fetch we waited for has just failed
             try:
                 token = await self._fetch()
             except (AuthUnavailable, ServiceCredentialsRejected) as exc:
                 self._last_error = exc
                 raise
+            finally:
+                self._fetches_done += 1
             self._last_error = None
             return token
 

@@ -79,7 +79,9 @@ def _print_bootstrap_admin(stack: Stack, password: str | None) -> None:
     if password is None or not log.exists():
         return
     if "user.bootstrap_admin_created" in log.read_text(errors="replace"):
-        print(f"\n  bootstrap admin: username=admin password={password}  (shown once)\n", flush=True)
+        print(
+            f"\n  bootstrap admin: username=admin password={password}  (shown once)\n", flush=True
+        )
 
 
 def run(config: StackConfig) -> int:

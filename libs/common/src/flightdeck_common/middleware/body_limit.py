@@ -6,6 +6,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flightdeck_common.errors import BadRequest, FlightdeckError, PayloadTooLarge
 
+# Excess over the limit that is still read (and dropped) before answering 413.
+DRAIN_CAP_BYTES = 4 * 1024 * 1024
+
 
 class BodyTooLarge(PayloadTooLarge):
     """Raised from ``receive`` when a streamed body crosses the limit."""
@@ -42,7 +45,10 @@ class BodySizeLimitMiddleware:
             await _reply(BadRequest("Invalid Content-Length header."), scope, receive, send)
             return
         if declared is not None and declared > limit:
-            await _reply(BodyTooLarge(_too_large(limit)), scope, receive, send)
+            # Read and drop a moderate excess so a proxy in front (Traefik) sees a clean
+            # answer instead of a reset; beyond the cap, answer at once and close.
+            drained = declared <= limit + DRAIN_CAP_BYTES and await _drain(receive)
+            await _reply(BodyTooLarge(_too_large(limit)), scope, receive, send, close=not drained)
             return
 
         received = 0
@@ -73,7 +79,7 @@ class BodySizeLimitMiddleware:
             if response_started:
                 raise
         if exceeded and not response_started:
-            await _reply(BodyTooLarge(_too_large(limit)), scope, receive, send)
+            await _reply(BodyTooLarge(_too_large(limit)), scope, receive, send, close=True)
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -90,7 +96,20 @@ def _too_large(limit: int) -> str:
     return f"The request body exceeds the limit of {limit} bytes for this route."
 
 
-async def _reply(error: FlightdeckError, scope: Scope, receive: Receive, send: Send) -> None:
-    # The unread body stays on the wire: ask the client to close the connection.
-    error.headers = {**(error.headers or {}), "Connection": "close"}
+async def _drain(receive: Receive) -> bool:
+    """Consume the request body without keeping it; False if the client went away."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        if not message.get("more_body", False):
+            return True
+
+
+async def _reply(
+    error: FlightdeckError, scope: Scope, receive: Receive, send: Send, *, close: bool = True
+) -> None:
+    if close:
+        # The unread body stays on the wire: ask the client to close the connection.
+        error.headers = {**(error.headers or {}), "Connection": "close"}
     await error.to_response()(scope, receive, send)

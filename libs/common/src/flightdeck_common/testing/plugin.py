@@ -8,6 +8,7 @@ Redis. ``database_url`` is parametrized so storage tests run on SQLite and Postg
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -117,7 +118,11 @@ def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         ingress_port=free_port(),
         service_ports=ports,
         metrics_port=free_port(),
-        extra_env={"LOG_LEVEL": "INFO"},
+        extra_env={
+            "LOG_LEVEL": "INFO",
+            # Read it back from stack.config.extra_env to log in as the bootstrap admin.
+            "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        },
     )
     with Stack(config) as stack:
         yield stack

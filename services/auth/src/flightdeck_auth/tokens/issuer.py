@@ -37,7 +37,9 @@ class TokenIssuer:
             **claims,
             "iss": self.settings.jwt_issuer,
             "jti": jti,
-            "iat": int(now.timestamp()),
+            # Fractional: a token issued right after a subject revocation must not look
+            # older than it (revocations compare against iat).
+            "iat": now.timestamp(),
             "nbf": int(now.timestamp()),
             "exp": int(expires_at.timestamp()),
         }

@@ -27,7 +27,10 @@ from flightdeck_common.db import utcnow
 
 logger = logging.getLogger(__name__)
 
-CURRENT, PREVIOUS, RETIRED = "current", "previous", "retired"
+CURRENT, PREVIOUS, NEXT, RETIRED = "current", "previous", "next", "retired"
+# A new key is published this long before it signs, so every service's JWKS cache
+# (refetched at most once a minute on an unknown kid) already knows it.
+PUBLISH_AHEAD = timedelta(seconds=90)
 RELOAD_SECONDS = 30.0
 KEY_LOCK_ID = 0x466C646B  # serializes key creation/rotation across replicas (PostgreSQL)
 
@@ -43,13 +46,19 @@ class LoadedKey:
 class KeyRing:
     """In-memory view of the signing keys, reloaded from the database periodically."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], box: SecretBox) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        box: SecretBox,
+        retire_after: timedelta = timedelta(hours=1),
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._box = box
         self._current: LoadedKey | None = None
         self._published: dict[str, LoadedKey] = {}
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
+        self._retire_after = retire_after
 
     async def ensure_key(self) -> None:
         """Create the first key when there is none (safe with several replicas)."""
@@ -61,14 +70,37 @@ class KeyRing:
                 logger.info("created the first signing key")
         await self.reload()
 
-    async def rotate(self, retire_after: timedelta) -> str:
-        """Make a new current key; the old one stays published for ``retire_after``."""
+    async def rotate(self, publish_ahead: timedelta = PUBLISH_AHEAD) -> str:
+        """Publish a new key now; it starts signing after ``publish_ahead`` (see
+        :meth:`maintain`). The key it replaces stays published for ``retire_after``."""
         async with self._sessionmaker() as session, session.begin():
             await _lock_keys(session)
-            now = utcnow()
+            await session.execute(
+                update(SigningKey).where(SigningKey.status == NEXT).values(status=RETIRED)
+            )
+            key = _new_key(self._box, NEXT)
+            key.created_at = utcnow()
+            key.rotated_at = key.created_at + publish_ahead  # when it takes over
+            session.add(key)
+            kid = key.kid
+        await self.reload()
+        return kid
+
+    async def _promote_due(self) -> None:
+        """Make a due ``next`` key current; retire previous keys past their grace."""
+        now = utcnow()
+        async with self._sessionmaker() as session, session.begin():
+            await _lock_keys(session)
+            due = await session.scalar(
+                select(SigningKey).where(SigningKey.status == NEXT, SigningKey.rotated_at <= now)
+            )
+            if due is None:
+                return
             await session.execute(
                 update(SigningKey)
-                .where(SigningKey.status == PREVIOUS, SigningKey.rotated_at < now - retire_after)
+                .where(
+                    SigningKey.status == PREVIOUS, SigningKey.rotated_at < now - self._retire_after
+                )
                 .values(status=RETIRED)
             )
             await session.execute(
@@ -76,18 +108,30 @@ class KeyRing:
                 .where(SigningKey.status == CURRENT)
                 .values(status=PREVIOUS, rotated_at=now)
             )
-            key = _new_key(self._box)
-            session.add(key)
-            kid = key.kid
+            due.status = CURRENT
+            logger.info("signing key %s is now current", due.kid)
+
+    async def maintain(self) -> None:
+        """Promote a due key and reload. Runs in the background, never inside a request
+        (a write from a second connection would wait on the request's own transaction
+        on SQLite)."""
+        await self._promote_due()
         await self.reload()
-        return kid
+
+    async def run_maintenance(self, interval: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.maintain()
+            except Exception:
+                logger.exception("signing key maintenance failed; retrying")
 
     async def reload(self) -> None:
         async with self._lock:
             async with self._sessionmaker() as session:
                 rows = (
                     await session.scalars(
-                        select(SigningKey).where(SigningKey.status.in_((CURRENT, PREVIOUS)))
+                        select(SigningKey).where(SigningKey.status.in_((CURRENT, PREVIOUS, NEXT)))
                     )
                 ).all()
             published: dict[str, LoadedKey] = {}
@@ -131,7 +175,7 @@ class KeyRing:
         return key.public_key if key else None
 
 
-def _new_key(box: SecretBox) -> SigningKey:
+def _new_key(box: SecretBox, status: str = CURRENT) -> SigningKey:
     private = Ed25519PrivateKey.generate()
     kid = secrets.token_urlsafe(12)
     pem = private.private_bytes(
@@ -141,7 +185,7 @@ def _new_key(box: SecretBox) -> SigningKey:
     ).decode()
     return SigningKey(
         kid=kid,
-        status=CURRENT,
+        status=status,
         private_key=box.seal(pem),
         public_jwk=json.dumps(public_jwk(private.public_key(), kid)),
         created_at=utcnow(),
