@@ -41,4 +41,4 @@ def test_cli_migrate(postgres_database_url: str, tmp_path: Path) -> None:
     assert "migrated to head" in result.stdout
 
 
-PRODUCTION_SECRETS: dict[str, str] = {}
+PRODUCTION_SECRETS = {"FLIGHTDECK_ADMIN_SERVICE_CLIENT_SECRET": "s" * 40}

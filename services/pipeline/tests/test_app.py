@@ -41,11 +41,18 @@ def test_cli_migrate(postgres_database_url: str, tmp_path: Path) -> None:
     assert "migrated to head" in result.stdout
 
 
-PRODUCTION_SECRETS = {"FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": "x" * 40}
+PRODUCTION_SECRETS = {
+    "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": "x" * 40,
+    "FLIGHTDECK_PIPELINE_SERVICE_CLIENT_SECRET": "s" * 40,
+}
 
 
 def test_production_refuses_to_start_without_webhook_secret(tmp_path: Path) -> None:
-    env = {"ENVIRONMENT": "production", "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": ""}
+    env = {
+        "ENVIRONMENT": "production",
+        "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": "",
+        "FLIGHTDECK_PIPELINE_SERVICE_CLIENT_SECRET": "s" * 40,
+    }
     result = _cli("check-settings", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS is required" in result.stderr

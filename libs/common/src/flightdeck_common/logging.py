@@ -60,5 +60,7 @@ def configure_logging(service: str, level: str = "INFO", *, json_lines: bool = T
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+    # One line per outgoing request would drown the log (feeds are polled every few seconds).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Our access-log middleware replaces uvicorn's.
     logging.getLogger("uvicorn.access").disabled = True

@@ -53,6 +53,8 @@ class ServiceSpec:
     body_limit_overrides: dict[str, int] = field(default_factory=dict)
     lifespan_hooks: Sequence[LifespanHook] = ()
     openapi_tags: list[dict[str, str]] = field(default_factory=list)
+    # Paths polled by machines: successful requests are logged at DEBUG only.
+    quiet_paths: frozenset[str] = frozenset()
 
 
 def operation_id(route: APIRoute) -> str:
@@ -120,7 +122,7 @@ def create_service_app(settings: CommonSettings, spec: ServiceSpec) -> FastAPI:
         docs_paths=(f"{prefix}/docs", f"{prefix}/redoc", f"{prefix}/docs/oauth2-redirect"),
         hsts_max_age=settings.hsts_max_age_seconds,
     )
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware, quiet_paths=spec.quiet_paths)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -74,6 +74,12 @@ class CommonSettings(BaseSettings):
     sentry_traces_sample_rate: float = Field(
         0.0, ge=0.0, le=1.0, validation_alias=_shared("SENTRY_TRACES_SAMPLE_RATE")
     )
+    auth_url: str = Field(
+        "http://127.0.0.1:8101",
+        validation_alias=_shared("AUTH_URL"),
+        description="Base URL of the auth service (JWKS, service tokens, revocation feed).",
+    )
+    jwt_issuer: str = Field("flightdeck-auth", validation_alias=_shared("JWT_ISSUER"))
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
     log_json: bool = Field(True, validation_alias=_shared("LOG_JSON"))
 
@@ -93,6 +99,12 @@ class CommonSettings(BaseSettings):
     cors_allow_origins: list[str] = Field(default_factory=list)
     hsts_max_age_seconds: int = Field(63072000, ge=0)
     readiness_timeout_seconds: float = Field(2.0, gt=0)
+
+    # This service's own account for service-to-service calls (client credentials).
+    service_client_id: str | None = None
+    service_client_secret: SecretStr | None = None
+    # Without Redis, how often the auth revocation feed is followed.
+    revocation_sync_seconds: float = Field(3.0, gt=0, le=60)
 
     # Rate limits ("N/period", see the `limits` package notation).
     rate_limit_default: str = "600/minute"

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from flightdeck_admin import __version__
 from flightdeck_admin.router import router
 from flightdeck_admin.settings import Settings, get_settings
+from flightdeck_common.auth.client import auth_client_lifespan
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -20,5 +21,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         routers=[router],
         migrations_dir=MIGRATIONS_DIR,
+        lifespan_hooks=[auth_client_lifespan],
     )
     return create_service_app(settings or get_settings(), spec)

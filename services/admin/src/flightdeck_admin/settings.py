@@ -13,6 +13,7 @@ class Settings(CommonSettings):
 
     service_name: ClassVar[str] = "admin"
     public_prefix: ClassVar[str] = "/admin"
+    required_secrets: ClassVar[tuple[str, ...]] = ("service_client_secret",)
 
 
 @lru_cache

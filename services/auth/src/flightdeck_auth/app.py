@@ -28,5 +28,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[login_router, me_router, tokens_router, service_accounts_router, internal_router],
         migrations_dir=MIGRATIONS_DIR,
         lifespan_hooks=[auth_lifespan],
+        quiet_paths=frozenset({"/auth/internal/revocations", "/auth/.well-known/jwks.json"}),
     )
     return create_service_app(settings or get_settings(), spec)

@@ -26,7 +26,6 @@ class Settings(CommonSettings):
     secret_key: SecretStr | None = None
     password_pepper: SecretStr | None = None
 
-    jwt_issuer: str = "flightdeck-auth"
     access_token_ttl_seconds: int = Field(900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(30 * 86400, ge=3600)
     service_token_ttl_seconds: int = Field(600, ge=60, le=3600)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from flightdeck_common.auth.client import auth_client_lifespan
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 from flightdeck_common.settings import MIB
 from flightdeck_pipeline import __version__
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         routers=[router],
         migrations_dir=MIGRATIONS_DIR,
+        lifespan_hooks=[auth_client_lifespan],
         body_limit_overrides={"/pipelines/webhooks/": 25 * MIB},
     )
     return create_service_app(settings or get_settings(), spec)

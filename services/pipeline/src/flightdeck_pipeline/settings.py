@@ -14,7 +14,10 @@ class Settings(CommonSettings):
 
     service_name: ClassVar[str] = "pipeline"
     public_prefix: ClassVar[str] = "/pipelines"
-    required_secrets: ClassVar[tuple[str, ...]] = ("github_webhook_secrets",)
+    required_secrets: ClassVar[tuple[str, ...]] = (
+        "github_webhook_secrets",
+        "service_client_secret",
+    )
 
     # Comma-separated; any of them may sign a delivery, the first is the current one.
     github_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

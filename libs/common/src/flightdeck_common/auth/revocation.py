@@ -33,6 +33,7 @@ from flightdeck_common.auth.errors import AuthUnavailable
 from flightdeck_common.auth.service_tokens import ServiceCredentialsRejected, TokenProvider
 
 REVOCATION_FEED_PATH = "/auth/internal/revocations"
+FULL_RESYNC_SECONDS = 60.0
 REDIS_JTI_PREFIX = "flightdeck:revoked:jti:"
 REDIS_SUBJECT_PREFIX = "flightdeck:revoked:sub:"
 GRACE_SECONDS = 60.0
@@ -268,6 +269,7 @@ class RevocationFeedFollower:
     ) -> None:
         self.feed_url = feed_url
         self.memory = memory
+        self._last_full_sync = clock()
         self.interval = interval
         self.cursor = 0
         self.last_success_at: datetime | None = None
@@ -332,6 +334,12 @@ class RevocationFeedFollower:
     async def run(self) -> None:
         """Sync forever, every ``interval`` seconds (cancel the task to stop)."""
         while True:
+            if self._clock() - self._last_full_sync >= FULL_RESYNC_SECONDS:
+                # Ids are assigned before commit: a revocation committed late can carry an
+                # id below the cursor. Re-reading the (small, unexpired) set now and then
+                # bounds how long such a straggler can be missed.
+                self.cursor = 0
+                self._last_full_sync = self._clock()
             try:
                 await self.sync_once()
             except RevocationFeedUnavailable:

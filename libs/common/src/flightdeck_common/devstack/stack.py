@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,6 +127,27 @@ class Stack:
                 )
         if self.redis is not None:
             env["REDIS_URL"] = self.redis.url
+        if "auth" in self.config.service_ports:
+            env["AUTH_URL"] = self.service_url("auth")
+        env |= self._service_accounts
+        return env
+
+    @functools.cached_property
+    def _service_accounts(self) -> dict[str, str]:
+        """Client credentials for pipeline and admin, made fresh for each run: auth's
+        development bootstrap (re-)keys the accounts from the same values at start."""
+        accounts = {
+            "pipeline": "flightdeck:auth-internal flightdeck:admin-internal",
+            "admin": "flightdeck:auth-internal",
+        }
+        env: dict[str, str] = {}
+        specs = []
+        for client_id, audiences in accounts.items():
+            secret = secrets.token_urlsafe(32)
+            specs.append(f"{client_id}:{secret}:{audiences}")
+            env[f"FLIGHTDECK_{client_id.upper()}_SERVICE_CLIENT_ID"] = client_id
+            env[f"FLIGHTDECK_{client_id.upper()}_SERVICE_CLIENT_SECRET"] = secret
+        env["FLIGHTDECK_AUTH_BOOTSTRAP_SERVICE_ACCOUNTS"] = ",".join(specs)
         return env
 
     # -- lifecycle --------------------------------------------------------------------

@@ -13,8 +13,12 @@ QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """Logs each request at INFO; successful requests to ``quiet_paths`` (probes, polled
+    feeds) at DEBUG."""
+
+    def __init__(self, app: ASGIApp, *, quiet_paths: frozenset[str] = QUIET_PATHS) -> None:
         self.app = app
+        self.quiet_paths = QUIET_PATHS | quiet_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,7 +40,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, recording_send)
         finally:
             path = scope["path"]
-            level = logging.DEBUG if path in QUIET_PATHS and status < 400 else logging.INFO
+            level = logging.DEBUG if path in self.quiet_paths and status < 400 else logging.INFO
             client = scope.get("client")
             route = scope.get("route")
             logger.log(
