@@ -15,7 +15,7 @@ from flightdeck_common.resources import Resources, get_resources
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's single transaction: committed when the endpoint returns without error."""
     resources = get_resources(request)
-    async for session in session_scope(resources.sessionmaker):
+    async with session_scope(resources.sessionmaker) as session:
         yield session
 
 

@@ -95,7 +95,7 @@ async def test_sqlite_connections_get_the_pragmas(make_settings: Any) -> None:
 
 
 async def add_in_transaction(engine: AsyncEngine, instance: Base) -> None:
-    async for session in session_scope(create_sessionmaker(engine)):
+    async with session_scope(create_sessionmaker(engine)) as session:
         session.add(instance)
 
 
@@ -144,23 +144,32 @@ async def count_events(engine: AsyncEngine) -> int:
 
 
 async def test_session_scope_commits_when_the_block_succeeds(engine: AsyncEngine) -> None:
-    async for session in session_scope(create_sessionmaker(engine)):
+    async with session_scope(create_sessionmaker(engine)) as session:
         session.add(Event(id=1, code="a", name="first"))
     assert await count_events(engine) == 1
 
 
 async def test_session_scope_rolls_back_when_the_block_fails(engine: AsyncEngine) -> None:
-    scope = session_scope(create_sessionmaker(engine))
-    session = await anext(scope)
-    session.add(Event(id=1, code="a", name="first"))
-    await session.flush()
     with pytest.raises(LookupError):
-        await scope.athrow(LookupError("boom"))
+        async with session_scope(create_sessionmaker(engine)) as session:
+            session.add(Event(id=1, code="a", name="first"))
+            await session.flush()
+            raise LookupError("boom")
     assert await count_events(engine) == 0
 
 
+async def test_returning_from_the_block_still_commits(engine: AsyncEngine) -> None:
+    async def create() -> int:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            session.add(Event(id=1, code="a", name="first"))
+            return 1
+
+    assert await create() == 1
+    assert await count_events(engine) == 1
+
+
 async def test_sessions_do_not_expire_objects_on_commit(engine: AsyncEngine) -> None:
-    async for session in session_scope(create_sessionmaker(engine)):
+    async with session_scope(create_sessionmaker(engine)) as session:
         event = Event(id=1, code="a", name="first")
         session.add(event)
     # Reading attributes after the commit must not trigger (forbidden) lazy IO.
@@ -174,9 +183,9 @@ async def test_sessions_do_not_expire_objects_on_commit(engine: AsyncEngine) -> 
 async def test_aware_datetimes_come_back_as_utc(engine: AsyncEngine) -> None:
     local = datetime(2026, 6, 1, 10, 30, 15, 250000, tzinfo=timezone(timedelta(hours=2)))
     sessionmaker = create_sessionmaker(engine)
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         session.add(Event(id=1, code="a", name="n", happened_at=local))
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         stored = await session.scalar(sa.select(Event.happened_at))
     assert stored == local
     assert stored is not None
@@ -187,14 +196,14 @@ async def test_aware_datetimes_come_back_as_utc(engine: AsyncEngine) -> None:
 async def test_comparisons_use_the_instant_not_the_wall_clock(engine: AsyncEngine) -> None:
     plus_two = timezone(timedelta(hours=2))
     sessionmaker = create_sessionmaker(engine)
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         session.add(
             Event(id=1, code="a", name="n", happened_at=datetime(2026, 6, 1, 10, tzinfo=plus_two))
         )
         session.add(
             Event(id=2, code="b", name="n", happened_at=datetime(2026, 6, 1, 9, tzinfo=UTC))
         )
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         cutoff = datetime(2026, 6, 1, 8, 30, tzinfo=UTC)
         before = (
             await session.scalars(sa.select(Event.id).where(Event.happened_at < cutoff))
@@ -210,9 +219,9 @@ async def test_naive_datetimes_are_refused(engine: AsyncEngine) -> None:
 
 async def test_null_datetimes_stay_null(engine: AsyncEngine) -> None:
     sessionmaker = create_sessionmaker(engine)
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         session.add(Event(id=1, code="a", name="n", happened_at=None))
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         assert await session.scalar(sa.select(Event.happened_at)) is None
 
 
@@ -223,9 +232,9 @@ def test_utc_datetime_python_type() -> None:
 async def test_timestamps_are_set_and_updated(engine: AsyncEngine) -> None:
     sessionmaker = create_sessionmaker(engine)
     before = datetime.now(UTC)
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         session.add(Event(id=1, code="a", name="n"))
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         event = await session.get(Event, 1)
         assert event is not None
         assert event.created_at.tzinfo is UTC
@@ -233,7 +242,7 @@ async def test_timestamps_are_set_and_updated(engine: AsyncEngine) -> None:
         assert event.updated_at == event.created_at or event.updated_at >= event.created_at
         created = event.created_at
         event.name = "renamed"
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         event = await session.get(Event, 1)
         assert event is not None
         assert event.created_at == created

@@ -108,7 +108,7 @@ async def auth_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[Non
 
 
 async def _development_bootstrap(runtime: AuthRuntime, resources: Resources) -> None:
-    async for session in session_scope(resources.sessionmaker):
+    async with session_scope(resources.sessionmaker) as session:
         password = await bootstrap_admin(session, runtime)
         spec = runtime.settings.bootstrap_service_accounts
         if spec is not None:

@@ -36,9 +36,8 @@ def _with_runtime(settings: Settings, work: Callable[[Any, AuthRuntime], Awaitab
                 rate_limiter=RateLimiter(None, {}),
             )
             runtime = build_runtime(settings, resources)
-            async for session in session_scope(resources.sessionmaker):
+            async with session_scope(resources.sessionmaker) as session:
                 return await work(session, runtime)
-            return 1
         finally:
             await engine.dispose()
 
