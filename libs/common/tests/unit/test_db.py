@@ -150,7 +150,7 @@ async def test_session_scope_commits_when_the_block_succeeds(engine: AsyncEngine
 
 
 async def test_session_scope_rolls_back_when_the_block_fails(engine: AsyncEngine) -> None:
-    with pytest.raises(LookupError):
+    with pytest.raises(LookupError):  # noqa: PT012 (the raise must happen inside the scope)
         async with session_scope(create_sessionmaker(engine)) as session:
             session.add(Event(id=1, code="a", name="first"))
             await session.flush()
