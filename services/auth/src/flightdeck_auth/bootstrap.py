@@ -22,7 +22,7 @@ from flightdeck_auth.service_accounts.service import (
 from flightdeck_auth.settings import USER_AUDIENCE, Settings
 from flightdeck_auth.tokens.issuer import TokenIssuer
 from flightdeck_auth.tokens.keyring import KeyRing
-from flightdeck_auth.tokens.revocations import DatabaseRevocations, Revoker
+from flightdeck_auth.tokens.revocations import DatabaseRevocations, RevocationRepository, Revoker
 from flightdeck_auth.users.service import bootstrap_admin
 from flightdeck_common.auth.dependencies import AuthContext, install_auth
 from flightdeck_common.auth.revocation import RedisRevocations
@@ -85,6 +85,7 @@ async def auth_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[Non
     await runtime.keyring.ensure_key()
     await runtime.hasher.warm_up()  # so the first unknown-user login costs what later ones do
     maintenance = asyncio.create_task(runtime.keyring.run_maintenance(), name="key-maintenance")
+    housekeeping = asyncio.create_task(_housekeeping(resources), name="auth-housekeeping")
     app.state.auth_runtime = runtime
     install_auth(
         app,
@@ -102,9 +103,23 @@ async def auth_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[Non
     try:
         yield
     finally:
-        maintenance.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await maintenance
+        for task in (maintenance, housekeeping):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _housekeeping(resources: Resources, interval: float = 3600.0) -> None:
+    """Drop revocations whose tokens have long expired (the feed only serves live ones)."""
+    while True:
+        try:
+            async with session_scope(resources.sessionmaker) as session:
+                purged = await RevocationRepository(session).purge_expired()
+            if purged:
+                logger.info("purged %d expired revocations", purged)
+        except Exception:
+            logger.exception("auth housekeeping failed; retrying later")
+        await asyncio.sleep(interval)
 
 
 async def _development_bootstrap(runtime: AuthRuntime, resources: Resources) -> None:

@@ -50,14 +50,15 @@ class UserRepository(RepositoryBase[User]):
 
     async def known_ip(self, user_id: int, ip: str) -> bool | None:
         """True/False whether ``ip`` was seen; None when the user never signed in."""
-        rows = (
-            await self.session.scalars(
-                select(UserLoginIp.ip).where(UserLoginIp.user_id == user_id).limit(1000)
-            )
-        ).all()
-        if not rows:
-            return None
-        return ip in rows
+        seen = await self.session.scalar(
+            select(UserLoginIp.id).where(UserLoginIp.user_id == user_id, UserLoginIp.ip == ip)
+        )
+        if seen is not None:
+            return True
+        any_ip = await self.session.scalar(
+            select(UserLoginIp.id).where(UserLoginIp.user_id == user_id).limit(1)
+        )
+        return None if any_ip is None else False
 
     async def remember_ip(self, user_id: int, ip: str) -> None:
         row = await self.session.scalar(
