@@ -15,10 +15,10 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
+from flightdeck_common.devstack.lifecycle import StartStop
 from flightdeck_common.devstack.ports import LOOPBACK
 from flightdeck_common.devstack.processes import DevstackError, tail_file
 
@@ -79,7 +79,7 @@ def _grant_search(path: Path, uid: int, gid: int) -> None:
             directory.chmod(stat.S_IMODE(directory.stat().st_mode) | stat.S_IXOTH)
 
 
-class PostgresServer:
+class PostgresServer(StartStop):
     """PostgreSQL on 127.0.0.1:``port`` with ``data_dir`` as its cluster.
 
     ``start()`` runs ``initdb`` when ``data_dir`` is empty (trust authentication, which
@@ -234,17 +234,6 @@ class PostgresServer:
         exists = self.psql(query)
         if not exists:
             self.psql(f"CREATE DATABASE {_quote_ident(name)} OWNER {_quote_ident(self.user)}")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals --------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from flightdeck_common.devstack.lifecycle import StartStop
 
 _PROC = Path("/proc")
 
@@ -69,7 +70,7 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-class ManagedProcess:
+class ManagedProcess(StartStop):
     """A child process started in its own process group with output sent to a log file.
 
     ``env`` is the complete environment of the child (``None``: inherit ours). The log
@@ -174,17 +175,6 @@ class ManagedProcess:
         # any member lives, so it cannot name somebody else's group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, signum)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"ManagedProcess({self.name!r}, pid={self.pid}, running={self.is_running})"

@@ -6,9 +6,9 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from flightdeck_common.devstack.lifecycle import StartStop
 from flightdeck_common.devstack.ports import LOOPBACK
 from flightdeck_common.devstack.processes import DevstackError, ManagedProcess
 
@@ -31,7 +31,7 @@ def redis_ping(port: int, host: str = LOOPBACK, timeout: float = 1.0) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(StartStop):
     """``redis-server`` bound to 127.0.0.1:``port`` with RDB and AOF disabled.
 
     Output goes to ``log_path`` (default: ``redis.log`` next to ``data_dir``).
@@ -95,14 +95,3 @@ class RedisServer:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
         if self._process is not None:
             self._process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from flightdeck_common.devstack.lifecycle import StartStop
 from flightdeck_common.devstack.ports import LOOPBACK, port_in_use, wait_for_http
 from flightdeck_common.devstack.postgres import PostgresServer
 from flightdeck_common.devstack.processes import DevstackError, ManagedProcess
@@ -81,7 +81,7 @@ class StackConfig:
     """How long each service may take to answer ``/healthz`` (migrations run at start)."""
 
 
-class Stack:
+class Stack(StartStop):
     """Start and stop the local stack as real processes (see ``StackConfig``).
 
     ``start()`` brings up PostgreSQL and Redis (``full``), the services concurrently (each
@@ -209,17 +209,6 @@ class Stack:
         if self.redis is not None and not self.redis.is_running:
             down.append("redis")
         return down
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals --------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from flightdeck_common.devstack.lifecycle import StartStop
 from flightdeck_common.devstack.ports import LOOPBACK, wait_for_http
 from flightdeck_common.devstack.processes import DevstackError, ManagedProcess
 
@@ -225,7 +225,7 @@ def find_traefik_binary() -> str:
     return found
 
 
-class TraefikProcess:
+class TraefikProcess(StartStop):
     """A Traefik process for ``static_config``, ready once ``GET /ping`` answers 200."""
 
     def __init__(
@@ -274,14 +274,3 @@ class TraefikProcess:
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop Traefik (graceful SIGTERM first)."""
         return self.process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
