@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import flightdeck_pipeline.models  # noqa: F401  (registers every table)
 from flightdeck_common.migrations import run_env
 from flightdeck_pipeline.db import Base
 from flightdeck_pipeline.settings import Settings
