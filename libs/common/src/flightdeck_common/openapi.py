@@ -42,6 +42,7 @@ def _rewrite(schema: dict[str, Any]) -> None:
         for operation in path_item.values():
             if not isinstance(operation, dict):
                 continue
+            _declare_generic_errors(operation)
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 json_schema = content.get("application/json", {}).get("schema", {})
@@ -53,3 +54,21 @@ def _rewrite(schema: dict[str, Any]) -> None:
                         response["description"] = "Validation failed"
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+    }
+
+
+def _declare_generic_errors(operation: dict[str, Any]) -> None:
+    """Errors every operation of a kind can answer, whether or not its route lists them:
+    a body can be malformed JSON; a secured route can refuse the token or the role."""
+    responses = operation.setdefault("responses", {})
+    if "requestBody" in operation:
+        responses.setdefault("400", _problem("Malformed request body"))
+    if operation.get("security"):
+        responses.setdefault("401", _problem("Missing, invalid, expired or revoked token"))
+        responses.setdefault("403", _problem("Token lacks the required role or audience"))

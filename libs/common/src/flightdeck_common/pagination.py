@@ -16,6 +16,8 @@ T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_CURSOR_LENGTH = 512
+# Integer keys fit a signed 64-bit column on every backend.
+MAX_DB_INT = 2**63 - 1
 
 
 class Page(BaseModel, Generic[T]):

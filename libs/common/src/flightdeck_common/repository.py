@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 from flightdeck_common.errors import InvalidCursor
 from flightdeck_common.pagination import (
     DEFAULT_PAGE_SIZE,
+    MAX_DB_INT,
     MAX_PAGE_SIZE,
     decode_cursor,
     encode_cursor,
@@ -107,4 +108,6 @@ def _check_types(columns: Sequence[InstrumentedAttribute[Any]], values: list[Any
         if value is None or not isinstance(value, expected) or isinstance(value, bool):
             raise InvalidCursor("cursor is not one this API returned")
         if isinstance(value, datetime) and value.tzinfo is None:
+            raise InvalidCursor("cursor is not one this API returned")
+        if isinstance(value, int) and not -MAX_DB_INT - 1 <= value <= MAX_DB_INT:
             raise InvalidCursor("cursor is not one this API returned")

@@ -150,3 +150,22 @@ async def test_unknown_user_is_404(auth: AuthHarness) -> None:
         "/auth/internal/users/99999", json={"is_active": False}, headers=bearer(service)
     )
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/auth/internal/users/9223372036854775808", 422),
+        ("/auth/internal/users/-1", 422),
+        ("/auth/internal/users/9223372036854775808/approval-key", 422),
+        ("/auth/internal/revocations?after=9223372036854775808", 422),
+        # base64url of [99999999999999999999]: a cursor no page ever returned
+        ("/auth/internal/users?cursor=Wzk5OTk5OTk5OTk5OTk5OTk5OTk5XQ", 400),
+    ],
+)
+async def test_out_of_range_numbers_are_4xx_not_database_errors(
+    auth: AuthHarness, path: str, status: int
+) -> None:
+    service = await auth.service_token()
+    response = await auth.client.get(path, headers=bearer(service))
+    assert response.status_code == status, response.text

@@ -21,8 +21,9 @@ from flightdeck_auth.users import service
 from flightdeck_auth.users.models import User
 from flightdeck_auth.users.repository import UserRepository
 from flightdeck_auth.users.schemas import ApprovalKeyRead, Role, UserRead, user_read
-from flightdeck_common.errors import problem_responses
-from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
+from flightdeck_common.errors import InvalidCursor, problem_responses
+from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_DB_INT, MAX_PAGE_SIZE, Page
+from flightdeck_common.params import IdPath
 
 router = APIRouter(prefix="/auth/internal", tags=["internal"])
 
@@ -38,7 +39,10 @@ async def _user(session: SessionDep, user_id: int) -> User:
     "/users",
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(UsernameTaken),
+    responses={
+        200: {"model": UserRead, "description": "Already created with this idempotency key"},
+        **problem_responses(UsernameTaken),
+    },
 )
 async def create_internal_user(
     body: InternalUserCreate, claims: ServiceClaims, session: SessionDep, response: Response
@@ -57,7 +61,7 @@ async def create_internal_user(
     return user_read(user)
 
 
-@router.get("/users", response_model=Page[UserRead])
+@router.get("/users", response_model=Page[UserRead], responses=problem_responses(InvalidCursor))
 async def list_internal_users(
     claims: ServiceClaims,
     session: SessionDep,
@@ -75,7 +79,9 @@ async def list_internal_users(
 
 
 @router.get("/users/{user_id}", response_model=UserRead, responses=problem_responses(UserNotFound))
-async def read_internal_user(user_id: int, claims: ServiceClaims, session: SessionDep) -> UserRead:
+async def read_internal_user(
+    user_id: IdPath, claims: ServiceClaims, session: SessionDep
+) -> UserRead:
     """One user."""
     return user_read(await _user(session, user_id))
 
@@ -86,7 +92,7 @@ async def read_internal_user(user_id: int, claims: ServiceClaims, session: Sessi
     responses=problem_responses(UserNotFound, LastAdmin),
 )
 async def update_internal_user(
-    user_id: int,
+    user_id: IdPath,
     body: InternalUserUpdate,
     claims: ServiceClaims,
     session: SessionDep,
@@ -111,7 +117,7 @@ async def update_internal_user(
     responses=problem_responses(UserNotFound, ApprovalKeyNotFound),
 )
 async def read_approval_key(
-    user_id: int, claims: ServiceClaims, session: SessionDep
+    user_id: IdPath, claims: ServiceClaims, session: SessionDep
 ) -> ApprovalKeyRead:
     """The user's registered approval public key."""
     user = await _user(session, user_id)
@@ -131,7 +137,7 @@ async def read_approval_key(
 async def list_revocations(
     claims: ServiceClaims,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> RevocationFeed:
     """Unexpired revocations after a cursor, for services that follow them without Redis."""
