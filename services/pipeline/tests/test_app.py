@@ -78,15 +78,22 @@ def test_webhook_secrets_are_comma_separated_first_is_current() -> None:
 async def test_webhook_route_accepts_bodies_beyond_the_default_limit(
     sqlite_database_url: str,
 ) -> None:
-    app = create_app(Settings(database_url=sqlite_database_url, log_json=False))
+    app = create_app(
+        Settings(
+            database_url=sqlite_database_url,
+            log_json=False,
+            github_webhook_secrets="a-secret-of-sufficient-length-000000",
+        )
+    )
     big = {"content-length": str(5 * 1024 * 1024)}
     async with running_app(app) as client:
         # Past the 1 MiB default: refused up front by size...
         refused = await client.post("/pipelines/runs-import", content=b"x", headers=big)
         assert refused.status_code == 413
-        # ...but the webhook prefix allows 25 MiB, so the request reaches routing (404 for now).
+        # ...but the webhook prefix allows 25 MiB: the body is read and its signature checked.
         passed = await client.post("/pipelines/webhooks/github", content=b"x" * (5 * 1024 * 1024))
-        assert passed.status_code == 404
+        assert passed.status_code == 401
+        assert passed.json()["code"] == "invalid_signature"
         too_big = {"content-length": str(26 * 1024 * 1024)}
         refused = await client.post("/pipelines/webhooks/github", content=b"x", headers=too_big)
         assert refused.status_code == 413

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-def insert_for(session: AsyncSession, table: Table) -> Any:
+def insert_for(session: AsyncSession, table: Any) -> Any:
     """``insert(table)`` of the session's dialect, which has ``on_conflict_do_*``."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":

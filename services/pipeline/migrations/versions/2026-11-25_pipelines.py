@@ -92,6 +92,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deployments", schema=None) as batch_op:
         batch_op.create_index("ix_deployments_created_id", ["created_at", "id"], unique=False)
+        batch_op.create_index("ix_deployments_failed", ["failed_at"], unique=False)
         batch_op.create_index(
             "ix_deployments_prod_succeeded", ["production", "succeeded_at"], unique=False
         )
@@ -99,6 +100,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_deployments_repository_succeeded", ["repository", "succeeded_at"], unique=False
         )
+        batch_op.create_index("ix_deployments_succeeded", ["succeeded_at"], unique=False)
 
     op.create_table(
         "outbox",
@@ -126,6 +128,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=300), nullable=True),
         sa.Column("event", sa.String(length=64), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("status_rank", sa.Integer(), nullable=False),
         sa.Column("conclusion", sa.String(length=24), nullable=True),
         sa.Column("display_status", sa.String(length=16), nullable=False),
         sa.Column("branch", sa.String(length=255), nullable=True),
@@ -208,6 +211,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_incidents_deployment_pk"), ["deployment_pk"], unique=False
         )
+        batch_op.create_index("ix_incidents_opened", ["opened_at"], unique=False)
         batch_op.create_index(
             "ix_incidents_repository_opened", ["repository", "opened_at"], unique=False
         )
@@ -219,6 +223,7 @@ def upgrade() -> None:
         sa.Column("job_id", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=300), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("status_rank", sa.Integer(), nullable=False),
         sa.Column("conclusion", sa.String(length=24), nullable=True),
         sa.Column("runner_name", sa.String(length=200), nullable=True),
         sa.Column("steps_count", sa.Integer(), nullable=False),
@@ -226,6 +231,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("html_url", sa.String(length=500), nullable=True),
+        sa.Column("source_updated_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["run_pk"], ["runs.id"], name=op.f("fk_jobs_run_pk_runs"), ondelete="CASCADE"
@@ -264,6 +270,7 @@ def downgrade() -> None:
     op.drop_table("jobs")
     with op.batch_alter_table("incidents", schema=None) as batch_op:
         batch_op.drop_index("ix_incidents_repository_opened")
+        batch_op.drop_index("ix_incidents_opened")
         batch_op.drop_index(batch_op.f("ix_incidents_deployment_pk"))
 
     op.drop_table("incidents")
@@ -286,9 +293,11 @@ def downgrade() -> None:
 
     op.drop_table("outbox")
     with op.batch_alter_table("deployments", schema=None) as batch_op:
+        batch_op.drop_index("ix_deployments_succeeded")
         batch_op.drop_index("ix_deployments_repository_succeeded")
         batch_op.drop_index("ix_deployments_repository_sha")
         batch_op.drop_index("ix_deployments_prod_succeeded")
+        batch_op.drop_index("ix_deployments_failed")
         batch_op.drop_index("ix_deployments_created_id")
 
     op.drop_table("deployments")

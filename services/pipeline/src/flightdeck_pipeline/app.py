@@ -8,8 +8,14 @@ from flightdeck_common.auth.client import auth_client_lifespan
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 from flightdeck_common.settings import MIB
 from flightdeck_pipeline import __version__
-from flightdeck_pipeline.router import router
+from flightdeck_pipeline.deployments.router import router as deployments_router
+from flightdeck_pipeline.events.lifespan import make_events_lifespan
+from flightdeck_pipeline.events.router import router as events_router
+from flightdeck_pipeline.lifespan import pipeline_lifespan
+from flightdeck_pipeline.metrics.router import router as metrics_router
+from flightdeck_pipeline.runs.router import router as runs_router
 from flightdeck_pipeline.settings import Settings, get_settings
+from flightdeck_pipeline.webhooks.router import router as webhooks_router
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -18,11 +24,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the pipeline app from settings (read from the environment when not given)."""
     spec = ServiceSpec(
         title="Flightdeck Pipelines",
-        description="Pipeline runs, jobs and logs from GitHub Actions webhooks; stats, history, DORA metrics and a live event stream.",
+        description=(
+            "Pipeline runs, jobs and logs from GitHub Actions webhooks; stats, history, "
+            "DORA metrics and a live event stream."
+        ),
         version=__version__,
-        routers=[router],
+        # Fixed paths (/pipelines/stats, /pipelines/logs, ...) before /pipelines/{run_pk}.
+        routers=[webhooks_router, metrics_router, events_router, deployments_router, runs_router],
         migrations_dir=MIGRATIONS_DIR,
-        lifespan_hooks=[auth_client_lifespan],
+        lifespan_hooks=[auth_client_lifespan, make_events_lifespan(), pipeline_lifespan],
         body_limit_overrides={"/pipelines/webhooks/": 25 * MIB},
     )
     return create_service_app(settings or get_settings(), spec)

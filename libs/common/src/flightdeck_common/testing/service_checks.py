@@ -66,7 +66,7 @@ async def assert_service_basics(client: httpx.AsyncClient, prefix: str, title: s
     assert f"{prefix}/openapi.json" in docs.text
     assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
 
-    missing = await client.get(f"{prefix}/no-such-route")
+    missing = await client.get(f"{prefix}/no/such/route")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
 

@@ -22,6 +22,9 @@ class Deployment(TimestampMixin, Base):
         Index("ix_deployments_repository_succeeded", "repository", "succeeded_at"),
         Index("ix_deployments_repository_sha", "repository", "sha"),
         Index("ix_deployments_created_id", "created_at", "id"),
+        # DORA windows without a repository filter (production is an OR on the name).
+        Index("ix_deployments_succeeded", "succeeded_at"),
+        Index("ix_deployments_failed", "failed_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -79,6 +82,7 @@ class Incident(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("repository", "issue_number"),
         Index("ix_incidents_repository_opened", "repository", "opened_at"),
+        Index("ix_incidents_opened", "opened_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

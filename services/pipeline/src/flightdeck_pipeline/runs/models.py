@@ -43,6 +43,8 @@ class Run(TimestampMixin, Base):
     name: Mapped[str | None] = mapped_column(String(300), nullable=True)
     event: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # queued 0 < in_progress 1 < completed 2: an update with a lower rank never applies.
+    status_rank: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     conclusion: Mapped[str | None] = mapped_column(String(24), nullable=True)
     display_status: Mapped[str] = mapped_column(String(16), nullable=False)
     branch: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -66,6 +68,7 @@ class Job(Base):
     job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     name: Mapped[str] = mapped_column(String(300), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
+    status_rank: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     conclusion: Mapped[str | None] = mapped_column(String(24), nullable=True)
     runner_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     steps_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
@@ -73,6 +76,7 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     html_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
 

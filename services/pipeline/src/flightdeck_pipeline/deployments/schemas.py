@@ -1,0 +1,84 @@
+"""API shapes of deployments and incidents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class DeploymentState(StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+    INACTIVE = "inactive"
+
+
+class DeploymentRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    repository: str
+    deployment_id: int | None
+    environment: str
+    production: bool
+    sha: str
+    ref: str | None
+    creator: str | None
+    status: DeploymentState
+    deployed_at: datetime
+    succeeded_at: datetime | None
+    failed_at: datetime | None
+    source: str
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("timestamps need a timezone (e.g. 2026-11-25T10:00:00Z)")
+    return value
+
+
+class DeploymentCreate(BaseModel):
+    """A deployment made by a system that is not GitHub."""
+
+    repository: str = Field(min_length=1, max_length=200, examples=["acme/shop"])
+    environment: str = Field(min_length=1, max_length=100, examples=["production"])
+    sha: str = Field(min_length=4, max_length=64, pattern=r"^[0-9a-fA-F]+$")
+    ref: str | None = Field(None, max_length=255, examples=["main"])
+    status: DeploymentState = DeploymentState.SUCCESS
+    production: bool | None = Field(
+        None, description="Defaults to whether the environment is a configured production one."
+    )
+    deployed_at: datetime | None = Field(None, description="Defaults to now.")
+
+    _tz = field_validator("deployed_at")(_aware)
+
+
+class IncidentRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    repository: str
+    issue_number: int | None
+    title: str
+    opened_at: datetime
+    resolved_at: datetime | None
+    deployment_pk: int | None = Field(description="The deployment it is attributed to.")
+    source: str
+
+
+class IncidentCreate(BaseModel):
+    repository: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=500)
+    opened_at: datetime | None = Field(None, description="Defaults to now.")
+
+    _tz = field_validator("opened_at")(_aware)
+
+
+class IncidentResolve(BaseModel):
+    resolved_at: datetime | None = Field(None, description="Defaults to now.")
+
+    _tz = field_validator("resolved_at")(_aware)

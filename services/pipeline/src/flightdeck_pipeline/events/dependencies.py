@@ -1,0 +1,21 @@
+"""Dependencies of the live events: the process's change bus."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from flightdeck_pipeline.events.bus import ChangeBus
+
+
+def get_change_bus(request: Request) -> ChangeBus:
+    """The bus made by ``events_lifespan``; a missing one is a programming error (500)."""
+    bus = getattr(request.app.state, "change_bus", None)
+    if not isinstance(bus, ChangeBus):
+        raise RuntimeError("no change bus: add events_lifespan to the service's lifespan hooks")
+    return bus
+
+
+# For writers: ``await record_change(session, bus, RUN_UPDATED, {...})``.
+ChangeBusDep = Annotated[ChangeBus, Depends(get_change_bus)]

@@ -1,0 +1,76 @@
+"""SQL of the change events (the live stream's log)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from flightdeck_common.repository import RepositoryBase
+from flightdeck_pipeline.events.models import ChangeEvent
+
+# pg_advisory_xact_lock key serializing the writers of change events (any constant works;
+# this one spells "fdchange").
+APPEND_LOCK_KEY = 0x6664_6368_616E_6765
+
+
+def append_changes(session: Session, changes: Sequence[tuple[str, str]]) -> list[int]:
+    """Insert ``(kind, payload_json)`` change events in order and return their ids.
+
+    Synchronous: it runs inside the commit of an ``AsyncSession`` (SQLAlchemy's greenlet),
+    as the last statements of the transaction. On PostgreSQL it first takes a
+    transaction-scoped advisory lock, released by the commit: sequence values are handed out
+    at insert, so without it two writers could commit ids out of order and a stream that
+    already sent N+1 would skip N. With it, writers insert and commit one at a time and ids
+    follow commit order. SQLite needs nothing: it has one writer at a time anyway.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
+    statement = insert(ChangeEvent).returning(ChangeEvent.id)
+    return [
+        int(session.execute(statement, {"kind": kind, "payload": payload}).scalar_one())
+        for kind, payload in changes
+    ]
+
+
+class ChangeRow(NamedTuple):
+    id: int
+    kind: str
+    payload: str
+
+
+class ChangeEventRepository(RepositoryBase[ChangeEvent]):
+    model = ChangeEvent
+
+    async def latest_id(self) -> int:
+        """The highest id committed (0 when the table is empty)."""
+        return int(
+            await self.session.scalar(select(func.coalesce(func.max(ChangeEvent.id), 0))) or 0
+        )
+
+    async def oldest_id(self) -> int | None:
+        value = await self.session.scalar(select(func.min(ChangeEvent.id)))
+        return int(value) if value is not None else None
+
+    async def more_than_after(self, after_id: int, count: int) -> bool:
+        """Whether more than ``count`` events follow ``after_id`` (reads at most count + 1 ids)."""
+        statement = (
+            select(ChangeEvent.id)
+            .where(ChangeEvent.id > after_id)
+            .order_by(ChangeEvent.id)
+            .offset(count)
+            .limit(1)
+        )
+        return (await self.session.scalar(statement)) is not None
+
+    async def list_after(self, after_id: int, limit: int) -> list[ChangeRow]:
+        """Up to ``limit`` events after ``after_id``, oldest first."""
+        result = await self.session.execute(
+            select(ChangeEvent.id, ChangeEvent.kind, ChangeEvent.payload)
+            .where(ChangeEvent.id > after_id)
+            .order_by(ChangeEvent.id)
+            .limit(limit)
+        )
+        return [ChangeRow(int(id_), kind, payload) for id_, kind, payload in result.all()]

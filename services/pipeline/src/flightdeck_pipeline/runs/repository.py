@@ -1,0 +1,244 @@
+"""SQL for runs, jobs and log lines. Writes are single upserts, safe under concurrency:
+``(repository, run_id)`` and ``(run, job_id)`` are unique, and an update applies only when
+it is not older than what is stored (attempt, then status rank, then the sender's time)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+
+from flightdeck_common.db import utcnow
+from flightdeck_common.repository import RepositoryBase
+from flightdeck_common.upsert import insert_for
+from flightdeck_pipeline.runs.models import Job, LogLine, Run
+from flightdeck_pipeline.runs.status import STATUS_RANK, RunStatus, display_status
+from flightdeck_pipeline.webhooks.github import JobUpdate, RunUpdate
+
+# Descriptive fields keep their stored value when an update does not carry one.
+_COALESCED_RUN_FIELDS = (
+    "run_number",
+    "workflow_name",
+    "name",
+    "event",
+    "branch",
+    "head_sha",
+    "commit_message",
+    "actor",
+    "html_url",
+    "started_at",
+)
+
+
+def _not_older(table: Any, excluded: Any) -> ColumnElement[bool]:
+    same_rank_newer = or_(
+        table.c.source_updated_at.is_(None),
+        excluded.source_updated_at.is_(None),
+        excluded.source_updated_at >= table.c.source_updated_at,
+    )
+    return or_(
+        excluded.run_attempt > table.c.run_attempt,
+        and_(
+            excluded.run_attempt == table.c.run_attempt,
+            or_(
+                excluded.status_rank > table.c.status_rank,
+                and_(excluded.status_rank == table.c.status_rank, same_rank_newer),
+            ),
+        ),
+    )
+
+
+def _duration(started: datetime | None, completed: datetime | None) -> float | None:
+    if started is None or completed is None:
+        return None
+    return max(0.0, (completed - started).total_seconds())
+
+
+class RunRepository(RepositoryBase[Run]):
+    model = Run
+
+    async def upsert(self, update: RunUpdate, *, source: str = "github") -> int:
+        """Insert or update the run; returns its primary key."""
+        now = utcnow()
+        table = Run.__table__
+        values: dict[str, Any] = {
+            "repository": update.repository,
+            "run_id": update.run_id,
+            "run_attempt": update.run_attempt,
+            "status": update.status.value,
+            "status_rank": STATUS_RANK[update.status],
+            "conclusion": update.conclusion.value if update.conclusion else None,
+            "display_status": display_status(update.status, update.conclusion).value,
+            "completed_at": update.completed_at,
+            "duration_seconds": _duration(update.started_at, update.completed_at),
+            "source": source,
+            "source_updated_at": update.source_updated_at,
+            "created_at": update.created_at or now,
+            "updated_at": now,
+        }
+        for name in _COALESCED_RUN_FIELDS:
+            values[name] = getattr(update, name)
+        insert = insert_for(self.session, table).values(**values)
+        excluded = insert.excluded
+        changes: dict[str, Any] = {
+            name: excluded[name]
+            for name in values
+            if name not in ("created_at", "repository", "run_id", *_COALESCED_RUN_FIELDS)
+        }
+        for name in _COALESCED_RUN_FIELDS:
+            changes[name] = func.coalesce(excluded[name], table.c[name])
+        # A newer attempt starts over: its timing must not inherit the old attempt's.
+        changes["started_at"] = case(
+            (excluded.run_attempt > table.c.run_attempt, excluded.started_at),
+            else_=func.coalesce(excluded.started_at, table.c.started_at),
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=["repository", "run_id"],
+            set_=changes,
+            where=_not_older(table, excluded),
+        )
+        await self.session.execute(statement)
+        return await self.pk_of(update.repository, update.run_id)
+
+    async def ensure_placeholder(self, job: JobUpdate) -> int:
+        """The run a job belongs to, created (queued) when its own event has not come yet."""
+        now = utcnow()
+        insert = insert_for(self.session, Run.__table__).values(
+            repository=job.repository,
+            run_id=job.run_id,
+            run_attempt=job.run_attempt,
+            status=RunStatus.QUEUED.value,
+            status_rank=0,
+            display_status="queued",
+            name=job.workflow_name,
+            workflow_name=job.workflow_name,
+            branch=job.branch,
+            head_sha=job.head_sha,
+            source="github",
+            created_at=now,
+            updated_at=now,
+        )
+        await self.session.execute(
+            insert.on_conflict_do_nothing(index_elements=["repository", "run_id"])
+        )
+        return await self.pk_of(job.repository, job.run_id)
+
+    async def pk_of(self, repository: str, run_id: int) -> int:
+        pk = await self.session.scalar(
+            select(Run.id).where(Run.repository == repository, Run.run_id == run_id)
+        )
+        assert pk is not None
+        return int(pk)
+
+    async def upsert_job(self, run_pk: int, job: JobUpdate) -> None:
+        table = Job.__table__
+        values: dict[str, Any] = {
+            "run_pk": run_pk,
+            "job_id": job.job_id,
+            "run_attempt": job.run_attempt,
+            "name": job.name,
+            "status": job.status.value,
+            "status_rank": STATUS_RANK[job.status],
+            "conclusion": job.conclusion.value if job.conclusion else None,
+            "runner_name": job.runner_name,
+            "steps_count": job.steps_count,
+            "started_at": job.started_at,
+            "completed_at": job.completed_at,
+            "html_url": job.html_url,
+            "source_updated_at": job.source_updated_at,
+            "updated_at": utcnow(),
+        }
+        insert = insert_for(self.session, table).values(**values)
+        excluded = insert.excluded
+        changes = {name: excluded[name] for name in values if name not in ("run_pk", "job_id")}
+        for name in ("runner_name", "started_at", "html_url"):
+            changes[name] = func.coalesce(excluded[name], table.c[name])
+        await self.session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["run_pk", "job_id"], set_=changes, where=_not_older(table, excluded)
+            )
+        )
+
+    async def add_log_line(
+        self,
+        run_pk: int,
+        level: str,
+        message: str,
+        *,
+        delivery_id: str | None = None,
+        logged_at: datetime | None = None,
+    ) -> None:
+        """Append a log line; a line tied to a delivery is written once, however often it
+        is redelivered."""
+        insert = insert_for(self.session, LogLine.__table__).values(
+            run_pk=run_pk,
+            level=level,
+            message=message[:10_000],
+            logged_at=logged_at or utcnow(),
+            delivery_id=delivery_id,
+        )
+        if delivery_id is not None:
+            insert = insert.on_conflict_do_nothing(index_elements=["delivery_id"])
+        await self.session.execute(insert)
+
+
+class RunQueries(RepositoryBase[Run]):
+    """Reads of runs and logs (keyset pagination on indexed orders)."""
+
+    model = Run
+
+    async def page(
+        self,
+        *,
+        display_status: str | None,
+        repository: str | None,
+        branch: str | None,
+        actor: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Run], str | None]:
+        statement = select(Run)
+        if display_status is not None:
+            statement = statement.where(Run.display_status == display_status)
+        if repository is not None:
+            statement = statement.where(Run.repository == repository)
+        if branch is not None:
+            statement = statement.where(Run.branch == branch)
+        if actor is not None:
+            statement = statement.where(Run.actor == actor)
+        if since is not None:
+            statement = statement.where(Run.created_at >= since)
+        if until is not None:
+            statement = statement.where(Run.created_at < until)
+        return await self.paginate(
+            statement, order_by=[Run.created_at, Run.id], limit=limit, cursor=cursor
+        )
+
+    async def jobs_of(self, run_pk: int) -> list[Job]:
+        rows = await self.session.scalars(
+            select(Job).where(Job.run_pk == run_pk).order_by(Job.run_attempt, Job.job_id)
+        )
+        return list(rows.all())
+
+
+class LogQueries(RepositoryBase[LogLine]):
+    model = LogLine
+
+    async def logs_of(
+        self, run_pk: int, *, limit: int, cursor: str | None
+    ) -> tuple[list[LogLine], str | None]:
+        statement = select(LogLine).where(LogLine.run_pk == run_pk)
+        return await self.paginate(
+            statement, order_by=[LogLine.id], limit=limit, cursor=cursor, descending=False
+        )
+
+    async def recent_logs(
+        self, *, level: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[LogLine], str | None]:
+        statement = select(LogLine)
+        if level is not None:
+            statement = statement.where(LogLine.level == level)
+        return await self.paginate(statement, order_by=[LogLine.id], limit=limit, cursor=cursor)

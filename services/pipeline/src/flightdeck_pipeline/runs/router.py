@@ -1,0 +1,174 @@
+"""Runs: list, read, logs (viewer); report and move forward (operator)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from flightdeck_common.db import utcnow
+from flightdeck_common.errors import InvalidCursor, problem_responses
+from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
+from flightdeck_common.params import IdPath
+from flightdeck_pipeline.dependencies import (
+    USER_AUTH_RESPONSES,
+    CurrentUser,
+    OperatorUser,
+    RuntimeDep,
+    SessionDep,
+)
+from flightdeck_pipeline.runs import service
+from flightdeck_pipeline.runs.exceptions import IllegalTransition, RunNotFound
+from flightdeck_pipeline.runs.models import LogLine
+from flightdeck_pipeline.runs.repository import LogQueries, RunQueries
+from flightdeck_pipeline.runs.schemas import (
+    JobRead,
+    LogLevel,
+    LogLineRead,
+    LogLinesCreate,
+    RunDetail,
+    RunRead,
+    RunStatusChange,
+    RunUpsert,
+)
+from flightdeck_pipeline.runs.status import DisplayStatus
+
+router = APIRouter(prefix="/pipelines", tags=["runs"], responses=USER_AUTH_RESPONSES)
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+Cursor = Annotated[str | None, Query(max_length=512)]
+
+
+@router.get("", response_model=Page[RunRead], responses=problem_responses(InvalidCursor))
+async def list_pipelines(
+    user: CurrentUser,
+    session: SessionDep,
+    status: DisplayStatus | None = None,
+    repository: Annotated[str | None, Query(max_length=200)] = None,
+    branch: Annotated[str | None, Query(max_length=255)] = None,
+    owner: Annotated[
+        str | None, Query(max_length=100, description="Actor who triggered it.")
+    ] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: Cursor = None,
+) -> Page[RunRead]:
+    """List runs, newest first (filters combine; keyset pagination)."""
+    rows, next_cursor = await RunQueries(session).page(
+        display_status=status.value if status else None,
+        repository=repository,
+        branch=branch,
+        actor=owner,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page[RunRead](items=[RunRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/logs", response_model=Page[LogLineRead], responses=problem_responses(InvalidCursor))
+async def list_recent_logs(
+    user: CurrentUser,
+    session: SessionDep,
+    level: LogLevel | None = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: Cursor = None,
+) -> Page[LogLineRead]:
+    """Recent log lines across all runs, newest first."""
+    rows, next_cursor = await LogQueries(session).recent_logs(
+        level=level.value if level else None, limit=limit, cursor=cursor
+    )
+    return Page[LogLineRead](
+        items=[LogLineRead.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.post(
+    "",
+    response_model=RunRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": RunRead, "description": "An existing run was updated"}},
+)
+async def upsert_pipeline(
+    body: RunUpsert, user: OperatorUser, session: SessionDep, rt: RuntimeDep, response: Response
+) -> RunRead:
+    """Report a run from another CI system: created, or updated by (repository, run_id)."""
+    run, created = await service.upsert_manual_run(session, rt, body, user)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    rt.schedule_after_commit(session)
+    return RunRead.model_validate(run)
+
+
+@router.get("/{run_pk}", response_model=RunDetail, responses=problem_responses(RunNotFound))
+async def read_pipeline(run_pk: IdPath, user: CurrentUser, session: SessionDep) -> RunDetail:
+    """One run with its jobs."""
+    run = await service.get_run(session, run_pk)
+    jobs = await RunQueries(session).jobs_of(run.id)
+    return RunDetail(
+        **RunRead.model_validate(run).model_dump(), jobs=[JobRead.model_validate(j) for j in jobs]
+    )
+
+
+@router.patch(
+    "/{run_pk}",
+    response_model=RunRead,
+    responses=problem_responses(RunNotFound, IllegalTransition),
+)
+async def update_pipeline_status(
+    run_pk: IdPath, body: RunStatusChange, user: OperatorUser, session: SessionDep, rt: RuntimeDep
+) -> RunRead:
+    """Move a run forward (queued -> in_progress -> completed); 409 otherwise."""
+    run = await service.get_run(session, run_pk)
+    updated = await service.change_status(session, rt, run, body, user)
+    rt.schedule_after_commit(session)
+    return RunRead.model_validate(updated)
+
+
+@router.get(
+    "/{run_pk}/logs",
+    response_model=Page[LogLineRead],
+    responses=problem_responses(RunNotFound, InvalidCursor),
+)
+async def list_pipeline_logs(
+    run_pk: IdPath,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Limit = 200,
+    cursor: Cursor = None,
+) -> Page[LogLineRead]:
+    """A run's log lines, oldest first."""
+    await service.get_run(session, run_pk)
+    rows, next_cursor = await LogQueries(session).logs_of(run_pk, limit=limit, cursor=cursor)
+    return Page[LogLineRead](
+        items=[LogLineRead.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.post(
+    "/{run_pk}/logs",
+    status_code=status.HTTP_201_CREATED,
+    response_model=list[LogLineRead],
+    responses=problem_responses(RunNotFound),
+)
+async def append_pipeline_logs(
+    run_pk: IdPath, body: LogLinesCreate, user: OperatorUser, session: SessionDep, rt: RuntimeDep
+) -> list[LogLineRead]:
+    """Append log lines to a run."""
+    await service.get_run(session, run_pk)
+    lines = [
+        LogLine(
+            run_pk=run_pk,
+            level=line.level.value,
+            message=line.message,
+            logged_at=line.logged_at or utcnow(),
+        )
+        for line in body.lines
+    ]
+    session.add_all(lines)
+    await session.flush()
+    await rt.record_change(session, "run.updated", run_pk)
+    return [LogLineRead.model_validate(line) for line in lines]

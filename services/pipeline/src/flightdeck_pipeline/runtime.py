@@ -1,0 +1,77 @@
+"""The pipeline service's long-lived collaborators, made in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flightdeck_pipeline.change_payloads import record_entity_change
+from flightdeck_pipeline.deployments.models import Incident
+from flightdeck_pipeline.metrics.dora import attribute_incident, reattribute_incidents
+from flightdeck_pipeline.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineRuntime:
+    """What write paths need besides the session: the live-event bus (change events are
+    recorded in the writer's transaction) and the metrics cache (dropped after writes)."""
+
+    settings: Settings
+    change_bus: Any | None = None
+    metrics_cache: Any | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def record_change(self, session: AsyncSession, kind: str, pk: int) -> None:
+        """Record a ``run.updated``/``deployment.updated`` event for the live stream."""
+        await record_entity_change(session, self.change_bus, kind, pk)
+
+    async def attribute_incident(self, session: AsyncSession, incident_pk: int) -> None:
+        incident = await session.get(Incident, incident_pk)
+        if incident is not None:
+            await attribute_incident(
+                session, incident, production_environments=self.settings.production_environments
+            )
+
+    async def deployment_succeeded(
+        self, session: AsyncSession, repository: str, succeeded_at: datetime
+    ) -> None:
+        """A success can arrive after incidents it precedes: attribute them again."""
+        await reattribute_incidents(
+            session,
+            repository=repository,
+            since=succeeded_at,
+            production_environments=self.settings.production_environments,
+        )
+
+    def schedule_after_commit(self, session: AsyncSession) -> None:
+        """Run :meth:`after_write` once the request's transaction has committed."""
+        loop = asyncio.get_running_loop()
+
+        def committed(_: object) -> None:
+            task = loop.create_task(self.after_write())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        event.listen(session.sync_session, "after_commit", committed, once=True)
+
+    async def after_write(self) -> None:
+        """Called after a committed write: cached aggregates are stale now."""
+        if self.metrics_cache is not None:
+            try:
+                await self.metrics_cache.invalidate()
+            except Exception:
+                logger.exception("could not invalidate the metrics cache")
+
+
+def get_runtime(request: Request) -> PipelineRuntime:
+    runtime: PipelineRuntime = request.app.state.pipeline_runtime
+    return runtime

@@ -1,0 +1,171 @@
+"""``POST /pipelines/webhooks/github``: the GitHub webhook receiver."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response, status
+
+from flightdeck_common.db import session_scope
+from flightdeck_common.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    problem_responses,
+)
+from flightdeck_common.resources import get_resources
+from flightdeck_pipeline.outbox import audit
+from flightdeck_pipeline.runtime import PipelineRuntime, get_runtime
+from flightdeck_pipeline.webhooks.events import GITHUB_EVENTS
+from flightdeck_pipeline.webhooks.github import MappingError
+from flightdeck_pipeline.webhooks.metrics import DELIVERIES, INGEST_SECONDS, SIGNATURE_FAILURES
+from flightdeck_pipeline.webhooks.repository import DeliveryRepository
+from flightdeck_pipeline.webhooks.schemas import WebhookAck
+from flightdeck_pipeline.webhooks.service import MAPPED_EVENTS, map_delivery, parse_body
+from flightdeck_pipeline.webhooks.signatures import signature_matches
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/pipelines/webhooks", tags=["webhooks"])
+
+EVENT_NAME = re.compile(r"^[a-z_]{1,64}$")
+DELIVERY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+class InvalidSignature(Unauthorized):
+    code = "invalid_signature"
+    title = "Missing or invalid X-Hub-Signature-256"
+
+
+class WebhookNotConfigured(ServiceUnavailable):
+    code = "webhook_not_configured"
+    title = "No GitHub webhook secret is configured"
+
+
+class InvalidDelivery(BadRequest):
+    code = "invalid_delivery"
+    title = "Not a valid GitHub delivery"
+
+
+@router.post(
+    "/github",
+    response_model=WebhookAck,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        200: {"model": WebhookAck, "description": "ping answered, or a redelivery (no change)"},
+        **problem_responses(
+            InvalidSignature, InvalidDelivery, PayloadTooLarge, WebhookNotConfigured
+        ),
+    },
+    openapi_extra={"security": [{"GitHubSignature": []}]},
+)
+async def receive_github_webhook(
+    request: Request,
+    response: Response,
+    x_github_event: Annotated[str | None, Header()] = None,
+    x_github_delivery: Annotated[str | None, Header()] = None,
+    x_hub_signature_256: Annotated[str | None, Header()] = None,
+) -> WebhookAck:
+    """Receive a GitHub webhook delivery (signed with one of the configured secrets)."""
+    started = time.perf_counter()
+    runtime = get_runtime(request)
+    secrets = [s.get_secret_value() for s in runtime.settings.github_webhook_secrets]
+    if not secrets:
+        raise WebhookNotConfigured(
+            "Set FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS and use the same secret on GitHub."
+        )
+    body = await request.body()
+    event = x_github_event or ""
+    if not signature_matches(secrets, body, x_hub_signature_256):
+        SIGNATURE_FAILURES.inc()
+        DELIVERIES.labels(event if event in GITHUB_EVENTS else "unknown", "rejected").inc()
+        await _audit_rejection(request, runtime, event, x_github_delivery)
+        raise InvalidSignature("The body is not signed with a configured webhook secret.")
+    if not EVENT_NAME.match(event):
+        raise InvalidDelivery("X-GitHub-Event is missing or malformed.")
+    if event not in GITHUB_EVENTS:
+        raise InvalidDelivery(f"{event!r} is not a GitHub webhook event.")
+    if event == "ping":
+        DELIVERIES.labels(event, "pong").inc()
+        response.status_code = status.HTTP_200_OK
+        return WebhookAck(delivery_id=x_github_delivery, event=event, result="pong")
+    if not x_github_delivery or not DELIVERY_ID.match(x_github_delivery):
+        raise InvalidDelivery("X-GitHub-Delivery is missing or malformed.")
+    try:
+        payload = parse_body(body)
+    except ValueError as exc:
+        raise InvalidDelivery("The body is not a JSON object.") from exc
+
+    result = await _ingest(request, runtime, event, x_github_delivery, payload, body)
+    DELIVERIES.labels(event, result).inc()
+    INGEST_SECONDS.labels(event).observe(time.perf_counter() - started)
+    if result == "duplicate":
+        response.status_code = status.HTTP_200_OK
+    return WebhookAck(delivery_id=x_github_delivery, event=event, result=result)  # type: ignore[arg-type]
+
+
+async def _ingest(
+    request: Request,
+    runtime: PipelineRuntime,
+    event: str,
+    delivery_id: str,
+    payload: dict[str, object],
+    body: bytes,
+) -> str:
+    sessionmaker = get_resources(request).sessionmaker
+    action = payload.get("action")
+    # 1. Stored raw first, in its own transaction: nothing accepted is ever lost.
+    async with session_scope(sessionmaker) as session:
+        deliveries = DeliveryRepository(session)
+        stored = await deliveries.store(
+            delivery_id, event, str(action)[:64] if action is not None else None, body
+        )
+        previous = None if stored else await deliveries.by_delivery_id(delivery_id)
+    if previous is not None and previous.result not in ("pending", "failed"):
+        return "duplicate"  # a redelivery changes nothing
+    if event not in MAPPED_EVENTS:
+        async with session_scope(sessionmaker) as session:
+            await DeliveryRepository(session).finish(delivery_id, "ignored")
+        return "ignored"
+    # 2. Mapped in a second transaction; upserts make a retry (or a racing copy) harmless.
+    try:
+        async with session_scope(sessionmaker) as session:
+            result = await map_delivery(
+                session,
+                runtime.settings,
+                event=event,
+                delivery_id=delivery_id,
+                payload=payload,
+                record_change=runtime.record_change,
+                attribute_incident=runtime.attribute_incident,
+                deployment_succeeded=runtime.deployment_succeeded,
+            )
+            await DeliveryRepository(session).finish(delivery_id, result)
+    except (MappingError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        logger.warning("delivery %s (%s) could not be mapped: %s", delivery_id, event, exc)
+        async with session_scope(sessionmaker) as session:
+            await DeliveryRepository(session).finish(
+                delivery_id, "failed", f"{type(exc).__name__}: {exc}"
+            )
+        return "failed"
+    await runtime.after_write()
+    return result
+
+
+async def _audit_rejection(
+    request: Request, runtime: PipelineRuntime, event: str, delivery_id: str | None
+) -> None:
+    ip = request.client.host if request.client else None
+    async with session_scope(get_resources(request).sessionmaker) as session:
+        await audit(
+            session,
+            "webhook.signature_rejected",
+            actor=None,
+            ip=ip,
+            event=event[:64] or None,
+            delivery_id=(delivery_id or "")[:64] or None,
+        )

@@ -1,0 +1,107 @@
+"""Fixtures of the pipeline service's tests: the app on SQLite or PostgreSQL + Redis,
+tokens minted locally, and signed GitHub deliveries from the shipped fixtures."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from flightdeck_common.auth.claims import Role
+from flightdeck_common.auth.dependencies import AuthContext, install_auth
+from flightdeck_common.auth.testing import TokenMinter
+from flightdeck_common.auth.verifier import TokenVerifier
+from flightdeck_common.testing.service_checks import running_app
+from flightdeck_pipeline.app import create_app
+from flightdeck_pipeline.settings import Settings
+from flightdeck_pipeline.webhooks.signatures import sign
+
+FIXTURES = Path(__file__).parent / "fixtures" / "github"
+WEBHOOK_SECRET = "webhook-secret-for-tests-0123456789abcdef"
+
+
+def fixture_body(event: str, name: str = "payload.json") -> bytes:
+    return (FIXTURES / event / name).read_bytes()
+
+
+@dataclass
+class PipelineHarness:
+    app: FastAPI
+    client: httpx.AsyncClient
+    minter: TokenMinter
+    settings: Settings
+
+    def headers(self, role: Role = Role.VIEWER) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.minter.user_token(role=role, username=f'{role}-user')}"
+        }
+
+    async def deliver(
+        self,
+        event: str,
+        body: bytes | dict[str, Any],
+        *,
+        delivery_id: str | None = None,
+        secret: str = WEBHOOK_SECRET,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        sent = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(secret, raw),
+            "Content-Type": "application/json",
+            **(headers or {}),
+        }
+        return await self.client.post("/pipelines/webhooks/github", content=raw, headers=sent)
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """SQLite with in-process fallbacks, or PostgreSQL with Redis."""
+    if request.param == "sqlite":
+        return {"database_url": request.getfixturevalue("sqlite_database_url")}
+    return {
+        "database_url": request.getfixturevalue("postgres_database_url"),
+        "redis_url": request.getfixturevalue("redis_url"),
+    }
+
+
+@pytest.fixture
+async def pipeline_factory(backend: dict[str, Any]) -> AsyncIterator[Callable[..., Any]]:
+    contexts: list[Any] = []
+
+    async def start(**overrides: Any) -> PipelineHarness:
+        settings = Settings(
+            **{
+                **backend,
+                "log_json": False,
+                "github_webhook_secrets": f"{WEBHOOK_SECRET},an-older-secret-still-accepted-0000",
+                **overrides,
+            }
+        )
+        app = create_app(settings)
+        context = running_app(app)
+        client = await context.__aenter__()
+        contexts.append(context)
+        minter = TokenMinter()
+        # Tokens minted here instead of fetched from a running auth service.
+        install_auth(app, AuthContext(TokenVerifier(minter.key_source(), minter.issuer)))
+        return PipelineHarness(app, client, minter, settings)
+
+    yield start
+    for context in reversed(contexts):
+        await context.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def pipeline(pipeline_factory: Callable[..., Any]) -> PipelineHarness:
+    harness: PipelineHarness = await pipeline_factory()
+    return harness

@@ -1,0 +1,271 @@
+"""The GitHub receiver: signatures, dedupe, storage before mapping, and every fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from flightdeck_pipeline.deployments.models import Change, Deployment, DeploymentStatus
+from flightdeck_pipeline.runs.models import Job, LogLine, Run
+from flightdeck_pipeline.webhooks.models import Delivery
+
+PipelineHarness = Any
+FIXTURES = {
+    "ping": ["payload.json", "with-app_id.payload.json", "with-organization.payload.json"],
+    "workflow_run": [
+        "requested.payload.json",
+        "requested.with-conclusion.payload.json",
+        "completed.payload.json",
+        "completed.with-pull-requests.payload.json",
+    ],
+    "workflow_job": [
+        "queued.payload.json",
+        "waiting.payload.json",
+        "in_progress.payload.json",
+        "in_progress.with-queued-steps.payload.json",
+        "queued.with-deployment.payload.json",
+        "completed.success.with-organization.payload.json",
+        "completed.failure.with-organization.payload.json",
+    ],
+    "deployment": ["payload.json", "gh-pages.payload.json", "with-installation.payload.json"],
+    "deployment_status": [
+        "payload.json",
+        "gh-pages.payload.json",
+        "with-installation.payload.json",
+    ],
+    "push": [
+        "payload.json",
+        "1.payload.json",
+        "with-installation.payload.json",
+        "with-new-branch.payload.json",
+        "with-no-username-committer.payload.json",
+        "with-organization.payload.json",
+    ],
+}
+
+
+def _body(event: str, name: str) -> bytes:
+    return (Path(__file__).parents[1] / "fixtures" / "github" / event / name).read_bytes()
+
+
+async def _count(harness: PipelineHarness, model: Any, *where: Any) -> int:
+    async with harness.app.state.resources.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+async def _one(harness: PipelineHarness, model: Any, *where: Any) -> Any:
+    async with harness.app.state.resources.sessionmaker() as session:
+        return (await session.scalars(select(model).where(*where))).one()
+
+
+@pytest.mark.parametrize(
+    ("event", "name"), [(e, n) for e, names in FIXTURES.items() for n in names]
+)
+async def test_every_fixture_is_accepted(pipeline: PipelineHarness, event: str, name: str) -> None:
+    response = await pipeline.deliver(event, _body(event, name))
+    expected = 200 if event == "ping" else 202
+    assert response.status_code == expected, response.text
+    result = response.json()["result"]
+    assert result == ("pong" if event == "ping" else "processed"), response.text
+
+
+async def test_workflow_run_lands_field_by_field(pipeline: PipelineHarness) -> None:
+    await pipeline.deliver("workflow_run", _body("workflow_run", "requested.payload.json"))
+    run = await _one(pipeline, Run, Run.run_id == 289782451)
+    assert (run.repository, run.status, run.display_status) == (
+        "octo-org/octo-repo",
+        "queued",
+        "queued",
+    )
+    await pipeline.deliver("workflow_run", _body("workflow_run", "completed.payload.json"))
+    run = await _one(pipeline, Run, Run.run_id == 289782451)
+    assert run.status == "completed"
+    assert run.conclusion == "success"
+    assert run.display_status == "success"
+    assert run.run_number == 163
+    assert run.event == "repository_dispatch"
+    assert run.branch == "master"
+    assert run.head_sha == "3484a3fb816e0859fd6e1cea078d76385ff50625"
+    assert run.actor == "Codertocat"
+    assert run.commit_message == "build(test): check workflow run event payload"
+    assert run.html_url == "https://github.com/octo-org/octo-repo/actions/runs/289782451"
+    assert run.completed_at.isoformat() == "2020-10-05T16:33:49+00:00"
+    assert run.duration_seconds == 0.0  # run_started_at == updated_at in this payload
+    assert await _count(pipeline, LogLine, LogLine.run_pk == run.id) == 2
+
+
+async def test_completed_run_never_goes_back(pipeline: PipelineHarness) -> None:
+    await pipeline.deliver("workflow_run", _body("workflow_run", "completed.payload.json"))
+    late = await pipeline.deliver("workflow_run", _body("workflow_run", "requested.payload.json"))
+    assert late.status_code == 202
+    run = await _one(pipeline, Run, Run.run_id == 289782451)
+    assert (run.status, run.display_status) == ("completed", "success")
+
+
+async def test_newer_attempt_supersedes(pipeline: PipelineHarness) -> None:
+    completed = json.loads(_body("workflow_run", "completed.payload.json"))
+    await pipeline.deliver("workflow_run", completed)
+    retry = json.loads(_body("workflow_run", "requested.payload.json"))
+    retry["workflow_run"]["run_attempt"] = 2
+    retry["workflow_run"]["updated_at"] = "2020-10-05T17:00:00Z"
+    await pipeline.deliver("workflow_run", retry)
+    run = await _one(pipeline, Run, Run.run_id == 289782451)
+    assert (run.run_attempt, run.status, run.conclusion) == (2, "queued", None)
+    # ...and the first attempt's late events no longer apply.
+    await pipeline.deliver("workflow_run", completed)
+    run = await _one(pipeline, Run, Run.run_id == 289782451)
+    assert (run.run_attempt, run.status) == (2, "queued")
+
+
+async def test_workflow_job_lands_and_creates_its_run(pipeline: PipelineHarness) -> None:
+    name = "completed.failure.with-organization.payload.json"
+    assert (await pipeline.deliver("workflow_job", _body("workflow_job", name))).status_code == 202
+    job = await _one(pipeline, Job, Job.job_id == 289782451)
+    assert (job.name, job.status, job.conclusion) == ("linters", "completed", "failure")
+    assert job.steps_count > 0
+    run = await _one(pipeline, Run, Run.id == job.run_pk)
+    assert (run.repository, run.run_id, run.status) == (
+        "Codertocat/Hello-World",
+        2202229078,
+        "queued",
+    )
+    line = await _one(pipeline, LogLine, LogLine.run_pk == run.id)
+    assert line.level == "error"
+    assert "linters" in line.message
+
+
+async def test_deployment_status_lands_with_history(pipeline: PipelineHarness) -> None:
+    await pipeline.deliver("deployment", _body("deployment", "payload.json"))
+    await pipeline.deliver("deployment_status", _body("deployment_status", "payload.json"))
+    deployment = await _one(pipeline, Deployment, Deployment.deployment_id == 145988746)
+    assert deployment.environment == "production"
+    assert deployment.production is True  # by the configured environment names
+    assert deployment.status == "success"
+    assert deployment.sha == "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
+    assert deployment.succeeded_at.isoformat() == "2019-05-15T15:20:55+00:00"
+    assert (
+        await _count(pipeline, DeploymentStatus, DeploymentStatus.deployment_pk == deployment.id)
+        == 1
+    )
+
+
+async def test_push_records_commits(pipeline: PipelineHarness) -> None:
+    await pipeline.deliver("push", _body("push", "with-new-branch.payload.json"))
+    change = await _one(pipeline, Change, Change.sha == "6113728f27ae82c7b1a177c8d03f9e96e0adf246")
+    assert change.repository == "Codertocat/Hello-World"
+    assert change.ref == "refs/heads/master"
+
+
+async def test_redelivery_changes_nothing(pipeline: PipelineHarness) -> None:
+    body = _body("workflow_run", "completed.payload.json")
+    first = await pipeline.deliver("workflow_run", body, delivery_id="d-1")
+    again = await pipeline.deliver("workflow_run", body, delivery_id="d-1")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["result"] == "duplicate"
+    assert await _count(pipeline, Delivery) == 1
+    assert await _count(pipeline, LogLine) == 1
+
+
+async def test_unmapped_github_event_is_stored_and_ignored(pipeline: PipelineHarness) -> None:
+    response = await pipeline.deliver("star", {"action": "created"})
+    assert response.status_code == 202
+    assert response.json()["result"] == "ignored"
+    stored = await _one(pipeline, Delivery, Delivery.event == "star")
+    assert stored.result == "ignored"
+
+
+async def test_unmappable_payload_is_kept_with_its_error(pipeline: PipelineHarness) -> None:
+    response = await pipeline.deliver("workflow_run", {"action": "completed", "workflow_run": {}})
+    assert response.status_code == 202
+    assert response.json()["result"] == "failed"
+    stored = await _one(pipeline, Delivery, Delivery.event == "workflow_run")
+    assert stored.result == "failed"
+    assert "missing field" in stored.error
+    assert stored.body  # raw body kept for reprocessing
+
+
+async def test_rotated_secret_still_verifies(pipeline: PipelineHarness) -> None:
+    response = await pipeline.deliver(
+        "workflow_run",
+        _body("workflow_run", "completed.payload.json"),
+        secret="an-older-secret-still-accepted-0000",
+    )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("wrong_signature", 401, "invalid_signature"),
+        ("missing_signature", 401, "invalid_signature"),
+        ("missing_event", 400, "invalid_delivery"),
+        ("missing_delivery", 400, "invalid_delivery"),
+        ("invalid_json", 400, "invalid_delivery"),
+        ("json_array", 400, "invalid_delivery"),
+        ("unknown_event", 400, "invalid_delivery"),
+    ],
+)
+async def test_bad_deliveries_are_4xx_and_not_stored(
+    pipeline: PipelineHarness, case: str, status: int, code: str
+) -> None:
+    body = _body("workflow_run", "completed.payload.json")
+    kwargs: dict[str, Any] = {}
+    event = "workflow_run"
+    if case == "wrong_signature":
+        kwargs["secret"] = "not-the-secret"
+    elif case == "missing_signature":
+        kwargs["headers"] = {"X-Hub-Signature-256": ""}
+    elif case == "missing_event":
+        event = ""
+    elif case == "missing_delivery":
+        kwargs["headers"] = {"X-GitHub-Delivery": ""}
+    elif case == "invalid_json":
+        body = b'{"action": '
+    elif case == "json_array":
+        body = b"[1, 2]"
+    elif case == "unknown_event":
+        event = "totally_made_up"
+    response = await pipeline.deliver(event, body, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+    assert await _count(pipeline, Delivery) == 0
+    assert await _count(pipeline, Run) == 0
+
+
+async def test_body_over_25_mb_is_413_and_not_stored(pipeline: PipelineHarness) -> None:
+    response = await pipeline.deliver("workflow_run", b"x" * (26 * 1024 * 1024))
+    assert response.status_code == 413
+    assert await _count(pipeline, Delivery) == 0
+
+
+async def test_fifty_concurrent_mixed_deliveries_make_one_run(pipeline: PipelineHarness) -> None:
+    requested = json.loads(_body("workflow_run", "requested.payload.json"))
+    in_progress = json.loads(_body("workflow_run", "requested.payload.json"))
+    in_progress["action"] = "in_progress"
+    in_progress["workflow_run"]["status"] = "in_progress"
+    in_progress["workflow_run"]["updated_at"] = "2020-10-05T16:33:30Z"
+    completed = json.loads(_body("workflow_run", "completed.payload.json"))
+    kinds = [requested, in_progress, completed]
+    # 20 distinct deliveries (mixed kinds), each sent 2-3 times, all at once, shuffled.
+    deliveries = [(f"delivery-{i}", kinds[i % 3]) for i in range(20)]
+    sends = [d for d in deliveries for _ in range(2)] + deliveries[:10]
+    assert len(sends) == 50
+    random.Random(7).shuffle(sends)
+    responses = await asyncio.gather(
+        *(pipeline.deliver("workflow_run", body, delivery_id=did) for did, body in sends)
+    )
+    assert all(r.status_code in (200, 202) for r in responses), [
+        r.text for r in responses if r.status_code >= 300
+    ]
+    assert await _count(pipeline, Run) == 1
+    run = await _one(pipeline, Run, Run.run_id == 289782451)
+    assert (run.status, run.conclusion, run.display_status) == ("completed", "success", "success")
+    assert await _count(pipeline, LogLine, LogLine.run_pk == run.id) == 20
+    assert await _count(pipeline, Delivery) == 20
