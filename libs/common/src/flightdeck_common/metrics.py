@@ -19,7 +19,8 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
 
-NOT_INSTRUMENTED = ["^/healthz$", "^/readyz$", "^/metrics$"]  # regexes (re.search)
+# Regexes (re.search). Long-lived event streams would distort the latency histogram.
+NOT_INSTRUMENTED = ["^/healthz$", "^/readyz$", "^/metrics$", "/events$", "/events/stream$"]
 
 
 def setup_metrics(app: FastAPI) -> None:

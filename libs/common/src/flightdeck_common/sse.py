@@ -9,7 +9,11 @@ sends it and takes care of what every feed needs::
             event = await next_audit_event()
             yield ServerSentEvent(data=event.json, event="audit", id=event.id)
 
-    @router.get("/admin/audit-events/stream", response_class=EventSourceResponse)
+    @router.get(
+        "/admin/audit-events/stream",
+        response_class=EventSourceResponse,
+        responses=event_stream_responses("Audit events.", errors=USER_AUTH_RESPONSES),
+    )
     async def stream_audit_events(user: AdminUser) -> EventSourceResponse:
         return EventSourceResponse(audit_feed(), heartbeat_seconds=15, expires_at=user.exp)
 
@@ -40,7 +44,8 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from flightdeck_common.errors import is_connection_failure
+from flightdeck_common.errors import PROBLEM_JSON, is_connection_failure
+from flightdeck_common.openapi import PROBLEM_REF
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +121,33 @@ class ServerSentEvent:
         return format_event(
             self.data, event=self.event, id=self.id, retry=self.retry, comment=self.comment
         )
+
+
+def event_stream_responses(
+    description: str,
+    *,
+    example: str | None = None,
+    errors: Mapping[int | str, Mapping[str, Any]] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route with ``response_class=EventSourceResponse``.
+
+    200 is documented as ``text/event-stream``; ``errors`` (``USER_AUTH_RESPONSES``,
+    ``problem_responses(...)``) as ``application/problem+json``. Pass the errors here, not
+    to the router: FastAPI documents error models under the route's media type, which
+    would claim the errors are event streams.
+    """
+    stream: dict[str, Any] = {"schema": {"type": "string"}}
+    if example is not None:
+        stream["example"] = example
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": description, "content": {SSE_MEDIA_TYPE: stream}}
+    }
+    for status, entry in (errors or {}).items():
+        responses[status] = {
+            "description": entry.get("description", "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+        }
+    return responses
 
 
 def json_event(

@@ -52,7 +52,7 @@ def test_internal_and_unknown_paths_are_not_routed(ingress: httpx.Client, path: 
 
 @pytest.mark.parametrize("service", PREFIXES)
 def test_unknown_route_is_a_problem_with_request_id(ingress: httpx.Client, service: str) -> None:
-    response = ingress.get(f"{PREFIXES[service]}/no-such-thing", headers={"X-Request-ID": "e2e-1"})
+    response = ingress.get(f"{PREFIXES[service]}/no/such/thing", headers={"X-Request-ID": "e2e-1"})
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["x-request-id"] == "e2e-1"

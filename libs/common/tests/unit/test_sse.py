@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from flightdeck_common.errors import NotFound, problem_responses
 from flightdeck_common.sse import (
     HEARTBEAT,
     EventSourceResponse,
     ServerSentEvent,
+    event_stream_responses,
     format_event,
     json_event,
 )
@@ -62,6 +64,22 @@ def test_json_event_is_compact_single_line_json() -> None:
     assert event.encode() == (
         b'id: 3\nevent: run.updated\ndata: {"at":"2026-01-02T00:00:00Z","text":"a\\nb"}\n\n'
     )
+
+
+def test_event_stream_responses_document_errors_as_problems() -> None:
+    responses = event_stream_responses(
+        "Live things.", example=": ping\n\n", errors=problem_responses(NotFound)
+    )
+    assert responses[200] == {
+        "description": "Live things.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}, "example": ": ping\n\n"}},
+    }
+    assert responses[404] == {
+        "description": "Not Found",
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
 
 
 class Client:

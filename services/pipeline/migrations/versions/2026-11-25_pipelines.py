@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_change_events")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("change_events", schema=None) as batch_op:
         batch_op.create_index(

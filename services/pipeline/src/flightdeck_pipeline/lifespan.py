@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from flightdeck_common.db import session_scope
 from flightdeck_common.resources import Resources
 from flightdeck_pipeline.metrics.cache import MetricsCache
 from flightdeck_pipeline.runtime import PipelineRuntime
 from flightdeck_pipeline.settings import Settings
+from flightdeck_pipeline.webhooks.repository import DeliveryRepository
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
@@ -25,4 +31,31 @@ async def pipeline_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator
         change_bus=getattr(app.state, "change_bus", None),
         metrics_cache=cache,
     )
-    yield
+    housekeeping = asyncio.create_task(
+        _housekeeping(resources, settings), name="pipeline-housekeeping"
+    )
+    try:
+        yield
+    finally:
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
+
+
+async def _housekeeping(resources: Resources, settings: Settings, interval: float = 3600.0) -> None:
+    """Drop raw deliveries past their retention (dedupe needs them for 7 days at least)."""
+    while True:
+        try:
+            async with session_scope(resources.sessionmaker) as session:
+                purged = await DeliveryRepository(session).purge_older_than(
+                    settings.delivery_retention_days
+                )
+            if purged:
+                logger.info(
+                    "purged %d deliveries older than %d days",
+                    purged,
+                    settings.delivery_retention_days,
+                )
+        except Exception:
+            logger.exception("pipeline housekeeping failed; retrying later")
+        await asyncio.sleep(interval)

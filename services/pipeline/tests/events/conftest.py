@@ -192,15 +192,6 @@ class LiveApp:
 LiveAppFactory = Callable[..., Awaitable[LiveApp]]
 
 
-@pytest.fixture(params=["local", "redis"])
-def bus_redis_url(request: pytest.FixtureRequest) -> str | None:
-    """No Redis (in-process bus) or the session Redis (pub/sub bus)."""
-    if request.param == "local":
-        return None
-    url: str = request.getfixturevalue("redis_url")
-    return url
-
-
 @dataclass(frozen=True)
 class Backend:
     database_url: str

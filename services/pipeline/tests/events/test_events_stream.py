@@ -24,9 +24,9 @@ def payload(message: Any) -> dict[str, Any]:
 
 
 async def test_connected_client_receives_a_change_committed_after_it_connected(
-    live_app_factory: Any, database_url: str, bus_redis_url: str | None
+    live_app_factory: Any, events_backend: Any
 ) -> None:
-    live = await live_app_factory(database_url, bus_redis_url)
+    live = await live_app_factory(events_backend.database_url, events_backend.redis_url)
     earlier = await live.record("run.updated", {"id": 1, "status": "queued"})
 
     async with live.stream() as reader:
@@ -129,7 +129,7 @@ async def test_replicas_catch_up_by_polling_while_redis_is_down(
         await reader.next_message()
         first = await replica_a.record("run.updated", {"n": 1})
         assert (await reader.next_event(within=2.0)).id == str(first)
-        await asyncio.sleep(0.7)  # several reconnect attempts
+        await asyncio.sleep(0.5)  # several reconnect attempts
         second = await replica_a.record("run.updated", {"n": 2})
         assert (await reader.next_event(within=2.0)).id == str(second)
 
@@ -139,9 +139,9 @@ async def test_replicas_catch_up_by_polling_while_redis_is_down(
 
 
 async def test_heartbeat_comment_arrives_while_idle(
-    live_app_factory: Any, database_url: str
+    live_app_factory: Any, sqlite_database_url: str
 ) -> None:
-    live = await live_app_factory(database_url, sse_heartbeat_seconds=0.2)
+    live = await live_app_factory(sqlite_database_url, sse_heartbeat_seconds=0.2)
     async with live.stream() as reader:
         await reader.next_message()
         started = time.monotonic()
@@ -264,8 +264,10 @@ async def test_openapi_documents_an_event_stream(
     assert operation["operationId"] == "stream_events"
     assert operation["tags"] == ["events"]
     assert operation["description"].startswith("Stream run and deployment changes")
-    assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"]
-    assert "401" in operation["responses"]
+    responses = operation["responses"]
+    assert list(responses["200"]["content"]) == ["text/event-stream"]
+    for status in ("401", "403", "422", "503"):
+        assert list(responses[status]["content"]) == ["application/problem+json"], status
     parameters = {(p["in"], p["name"]) for p in operation["parameters"]}
     assert {("header", "Last-Event-ID"), ("query", "last_event_id"), ("query", "kind")} <= (
         parameters

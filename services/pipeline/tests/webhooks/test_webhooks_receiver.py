@@ -269,3 +269,30 @@ async def test_fifty_concurrent_mixed_deliveries_make_one_run(pipeline: Pipeline
     assert (run.status, run.conclusion, run.display_status) == ("completed", "success", "success")
     assert await _count(pipeline, LogLine, LogLine.run_pk == run.id) == 20
     assert await _count(pipeline, Delivery) == 20
+
+
+async def test_deliveries_are_kept_seven_days_then_purged(pipeline: PipelineHarness) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from flightdeck_common.db import utcnow
+    from flightdeck_pipeline.webhooks.repository import DeliveryRepository
+
+    await pipeline.deliver("push", _body("push", "payload.json"), delivery_id="old")
+    await pipeline.deliver("push", _body("push", "payload.json"), delivery_id="recent")
+    async with pipeline.app.state.resources.sessionmaker() as session:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.delivery_id == "old")
+            .values(received_at=utcnow() - timedelta(days=8))
+        )
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.delivery_id == "recent")
+            .values(received_at=utcnow() - timedelta(days=6))
+        )
+        assert await DeliveryRepository(session).purge_older_than(7) == 1
+        await session.commit()
+    remaining = await _one(pipeline, Delivery, Delivery.delivery_id == "recent")
+    assert remaining.event == "push"

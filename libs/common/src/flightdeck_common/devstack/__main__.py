@@ -73,6 +73,23 @@ def _choose_bootstrap_password(config: StackConfig) -> str | None:
     return password
 
 
+WEBHOOK_SECRETS_ENV = "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS"
+
+
+def _webhook_secret_file(config: StackConfig) -> Path | None:
+    """Keep one generated GitHub webhook secret per var dir (GitHub keeps it too), unless
+    the user configured their own."""
+    if os.environ.get(WEBHOOK_SECRETS_ENV) or WEBHOOK_SECRETS_ENV in config.extra_env:
+        return None
+    path = config.var_dir / "github-webhook-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    config.extra_env[WEBHOOK_SECRETS_ENV] = path.read_text().strip()
+    return path
+
+
 def _print_bootstrap_admin(stack: Stack, password: str | None) -> None:
     """Show the generated password once, and only when auth just created the admin with it."""
     log = stack.log_dir / "auth.log"
@@ -87,6 +104,7 @@ def _print_bootstrap_admin(stack: Stack, password: str | None) -> None:
 def run(config: StackConfig) -> int:
     """Run the stack until interrupted; return the process exit code."""
     bootstrap_password = _choose_bootstrap_password(config)
+    webhook_secret_file = _webhook_secret_file(config)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     stack = Stack(config)
@@ -101,6 +119,12 @@ def run(config: StackConfig) -> int:
             return EXIT_FAILURE
         _print_urls(stack)
         _print_bootstrap_admin(stack, bootstrap_password)
+        if webhook_secret_file is not None:
+            print(
+                f"  GitHub webhook: {stack.ingress_url}/pipelines/webhooks/github "
+                f"(content type application/json), secret in {webhook_secret_file}\n",
+                flush=True,
+            )
         down: list[str] = []
         while True:
             time.sleep(0.5)

@@ -122,6 +122,7 @@ def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             "LOG_LEVEL": "INFO",
             # Read it back from stack.config.extra_env to log in as the bootstrap admin.
             "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+            "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": secrets.token_urlsafe(32),
         },
     )
     with Stack(config) as stack:

@@ -13,6 +13,8 @@ from flightdeck_pipeline.db import Base
 
 class ChangeEvent(Base):
     __tablename__ = "change_events"
+    # Ids are SSE event ids: SQLite must never reuse one after a delete.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)  # run.updated, deployment.updated

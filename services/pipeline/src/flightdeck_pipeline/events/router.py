@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import StringConstraints
 
 from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
 from flightdeck_common.dependencies import ResourcesDep
-from flightdeck_common.sse import SSE_MEDIA_TYPE, EventSourceResponse
+from flightdeck_common.sse import EventSourceResponse, event_stream_responses
 from flightdeck_pipeline.events.bus import ChangeBus
 from flightdeck_pipeline.events.dependencies import get_change_bus
 from flightdeck_pipeline.events.publish import KIND_MAX_LENGTH, KIND_PATTERN
@@ -22,36 +22,31 @@ MAX_KIND_FILTERS = 16
 
 Kind = Annotated[str, StringConstraints(pattern=KIND_PATTERN, max_length=KIND_MAX_LENGTH)]
 
-EVENT_STREAM_RESPONSE: dict[str, Any] = {
-    "description": (
-        "A `text/event-stream` that stays open. Each change is an event with `id` (pass it "
-        "back as `Last-Event-ID` to resume), `event` (its kind, e.g. `run.updated`, "
-        "`deployment.updated`) and `data` (JSON). The first message sets `retry` "
-        f"({RETRY_MILLISECONDS} ms) and the starting `id`; `: ping` comments arrive while "
-        "idle. `event: reset` means the missed events cannot be replayed: reload the "
-        "state, the stream continues from the newest event. The stream ends when the "
-        "access token expires; reconnect with a fresh one."
-    ),
-    "content": {
-        SSE_MEDIA_TYPE: {
-            "schema": {"type": "string"},
-            "example": (
-                "retry: 3000\nid: 41\n\n"
-                'id: 42\nevent: run.updated\ndata: {"id": 7, "status": "running"}\n\n'
-                ": ping\n\n"
-            ),
-        }
-    },
-}
+EVENT_STREAM_DESCRIPTION = (
+    "A `text/event-stream` that stays open. Each change is an event with `id` (pass it "
+    "back as `Last-Event-ID` to resume), `event` (its kind, e.g. `run.updated`, "
+    "`deployment.updated`) and `data` (JSON). The first message sets `retry` "
+    f"({RETRY_MILLISECONDS} ms) and the starting `id`; `: ping` comments arrive while "
+    "idle. `event: reset` means the missed events cannot be replayed: reload the "
+    "state, the stream continues from the newest event. The stream ends when the "
+    "access token expires; reconnect with a fresh one."
+)
+EVENT_STREAM_EXAMPLE = (
+    "retry: 3000\nid: 41\n\n"
+    'id: 42\nevent: run.updated\ndata: {"id": 7, "status": "running"}\n\n'
+    ": ping\n\n"
+)
 
-router = APIRouter(prefix="/pipelines", tags=["events"], responses=USER_AUTH_RESPONSES)
+router = APIRouter(prefix="/pipelines", tags=["events"])
 
 
 @router.get(
     "/events",
     response_class=EventSourceResponse,
     status_code=200,
-    responses={200: EVENT_STREAM_RESPONSE},
+    responses=event_stream_responses(
+        EVENT_STREAM_DESCRIPTION, example=EVENT_STREAM_EXAMPLE, errors=USER_AUTH_RESPONSES
+    ),
 )
 async def stream_events(
     request: Request,
