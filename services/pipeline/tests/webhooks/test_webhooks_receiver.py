@@ -296,3 +296,19 @@ async def test_deliveries_are_kept_seven_days_then_purged(pipeline: PipelineHarn
         await session.commit()
     remaining = await _one(pipeline, Delivery, Delivery.delivery_id == "recent")
     assert remaining.event == "push"
+
+
+async def test_signature_failures_are_audited_and_counted(pipeline: PipelineHarness) -> None:
+    from flightdeck_pipeline.outbox import OutboxEvent
+
+    await pipeline.deliver("push", _body("push", "payload.json"), secret="wrong-secret")
+    await pipeline.deliver("push", _body("push", "payload.json"))
+    rejected = await _one(
+        pipeline, OutboxEvent, OutboxEvent.event_type == "pipeline.webhook.signature_rejected"
+    )
+    assert json.loads(rejected.payload)["data"]["event"] == "push"
+    metrics = (await pipeline.client.get("/metrics")).text
+    assert 'flightdeck_webhook_deliveries_total{event="push",result="processed"}' in metrics
+    assert 'flightdeck_webhook_deliveries_total{event="push",result="rejected"}' in metrics
+    assert "flightdeck_webhook_signature_failures_total" in metrics
+    assert 'flightdeck_webhook_ingest_seconds_bucket{event="push"' in metrics
