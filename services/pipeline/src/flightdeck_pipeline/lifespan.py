@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import FastAPI
 
-from flightdeck_common.db import session_scope
+from flightdeck_common.db import session_scope, utcnow
 from flightdeck_common.resources import Resources
+from flightdeck_pipeline.events.repository import ChangeEventRepository
 from flightdeck_pipeline.metrics.cache import MetricsCache
 from flightdeck_pipeline.runtime import PipelineRuntime
 from flightdeck_pipeline.settings import Settings
@@ -43,12 +45,17 @@ async def pipeline_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator
 
 
 async def _housekeeping(resources: Resources, settings: Settings, interval: float = 3600.0) -> None:
-    """Drop raw deliveries past their retention (dedupe needs them for 7 days at least)."""
+    """Drop raw deliveries past their retention (dedupe needs them for 7 days at least) and
+    change events no reconnect can ask for any more."""
     while True:
         try:
             async with session_scope(resources.sessionmaker) as session:
                 purged = await DeliveryRepository(session).purge_older_than(
                     settings.delivery_retention_days
+                )
+                # Change events past the replay bound and a day old serve no reconnect.
+                await ChangeEventRepository(session).prune(
+                    keep_last=settings.sse_replay_limit, older_than=utcnow() - timedelta(days=1)
                 )
             if purged:
                 logger.info(

@@ -312,3 +312,28 @@ async def test_signature_failures_are_audited_and_counted(pipeline: PipelineHarn
     assert 'flightdeck_webhook_deliveries_total{event="push",result="rejected"}' in metrics
     assert "flightdeck_webhook_signature_failures_total" in metrics
     assert 'flightdeck_webhook_ingest_seconds_bucket{event="push"' in metrics
+
+
+async def test_change_events_are_pruned_beyond_the_replay_bound(pipeline: PipelineHarness) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from flightdeck_common.db import utcnow
+    from flightdeck_pipeline.events.models import ChangeEvent
+    from flightdeck_pipeline.events.repository import ChangeEventRepository
+
+    for i in range(5):
+        body = json.loads(_body("workflow_run", "requested.payload.json"))
+        body["workflow_run"]["id"] = 1000 + i
+        await pipeline.deliver("workflow_run", body)
+    async with pipeline.app.state.resources.sessionmaker() as session:
+        await session.execute(update(ChangeEvent).values(created_at=utcnow() - timedelta(days=2)))
+        latest = await ChangeEventRepository(session).latest_id()
+        pruned = await ChangeEventRepository(session).prune(
+            keep_last=2, older_than=utcnow() - timedelta(days=1)
+        )
+        await session.commit()
+    assert pruned == 3
+    assert await _count(pipeline, ChangeEvent) == 2
+    assert (await _one(pipeline, ChangeEvent, ChangeEvent.id == latest)).kind == "run.updated"

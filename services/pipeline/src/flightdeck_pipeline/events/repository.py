@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from flightdeck_common.repository import RepositoryBase
@@ -74,3 +75,14 @@ class ChangeEventRepository(RepositoryBase[ChangeEvent]):
             .limit(limit)
         )
         return [ChangeRow(int(id_), kind, payload) for id_, kind, payload in result.all()]
+
+    async def prune(self, *, keep_last: int, older_than: datetime) -> int:
+        """Delete events that are both beyond the replay bound and older than ``older_than``
+        (a reconnecting client behind them gets a ``reset``, as it would anyway)."""
+        cutoff = await self.latest_id() - keep_last
+        if cutoff <= 0:
+            return 0
+        result = await self.session.execute(
+            delete(ChangeEvent).where(ChangeEvent.id <= cutoff, ChangeEvent.created_at < older_than)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
