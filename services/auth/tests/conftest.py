@@ -72,17 +72,6 @@ class AuthHarness:
             return list(rows.all())
 
 
-@pytest.fixture(params=["sqlite", "postgresql+redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """SQLite with in-process fallbacks, or PostgreSQL with Redis."""
-    if request.param == "sqlite":
-        return {"database_url": request.getfixturevalue("sqlite_database_url")}
-    return {
-        "database_url": request.getfixturevalue("postgres_database_url"),
-        "redis_url": request.getfixturevalue("redis_url"),
-    }
-
-
 @pytest.fixture
 def make_settings(backend: dict[str, Any]) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:

@@ -63,17 +63,6 @@ class PipelineHarness:
         return await self.client.post("/pipelines/webhooks/github", content=raw, headers=sent)
 
 
-@pytest.fixture(params=["sqlite", "postgresql+redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """SQLite with in-process fallbacks, or PostgreSQL with Redis."""
-    if request.param == "sqlite":
-        return {"database_url": request.getfixturevalue("sqlite_database_url")}
-    return {
-        "database_url": request.getfixturevalue("postgres_database_url"),
-        "redis_url": request.getfixturevalue("redis_url"),
-    }
-
-
 @pytest.fixture
 async def pipeline_factory(backend: dict[str, Any]) -> AsyncIterator[Callable[..., Any]]:
     contexts: list[Any] = []

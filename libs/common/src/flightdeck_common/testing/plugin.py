@@ -93,6 +93,18 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for a whole service: SQLite with in-process fallbacks, or PostgreSQL with
+    Redis (``database_url`` and, for the second, ``redis_url``)."""
+    if request.param == "sqlite":
+        return {"database_url": request.getfixturevalue("sqlite_database_url")}
+    return {
+        "database_url": request.getfixturevalue("postgres_database_url"),
+        "redis_url": request.getfixturevalue("redis_url"),
+    }
+
+
 @pytest.fixture
 def redis_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
     """URL of the session Redis, flushed before the test."""
