@@ -337,3 +337,25 @@ async def test_change_events_are_pruned_beyond_the_replay_bound(pipeline: Pipeli
     assert pruned == 3
     assert await _count(pipeline, ChangeEvent) == 2
     assert (await _one(pipeline, ChangeEvent, ChangeEvent.id == latest)).kind == "run.updated"
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda run: run.update(id=2**70),
+        lambda run: run.update(run_number="seven"),
+        lambda run: run.update(updated_at=10**20),
+        lambda run: run.update(status="exploded"),
+        lambda run: run.update(conclusion=["x"]),
+    ],
+    ids=["huge-id", "string-number", "huge-timestamp", "unknown-status", "list-conclusion"],
+)
+async def test_hostile_payload_values_are_kept_as_failed_never_500(
+    pipeline: PipelineHarness, mutate: Any
+) -> None:
+    body = json.loads(_body("workflow_run", "completed.payload.json"))
+    mutate(body["workflow_run"])
+    response = await pipeline.deliver("workflow_run", body)
+    assert response.status_code == 202, response.text
+    assert response.json()["result"] == "failed"
+    assert await _count(pipeline, Run) == 0

@@ -43,6 +43,8 @@ def _int(data: Any, *path: str, required: bool = True) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise MappingError(f"not an integer: {'.'.join(path)}")
+    if not -(2**63) <= value < 2**63:
+        raise MappingError(f"integer out of range: {'.'.join(path)}")
     return value
 
 
@@ -51,7 +53,10 @@ def parse_time(value: Any, name: str = "timestamp") -> datetime | None:
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise MappingError(f"bad {name}: out of range") from exc
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

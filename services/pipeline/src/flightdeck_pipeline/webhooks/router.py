@@ -8,6 +8,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
+from sqlalchemy import exc as sa_exc
 
 from flightdeck_common.db import session_scope
 from flightdeck_common.errors import (
@@ -145,7 +146,16 @@ async def _ingest(
                 deployment_succeeded=runtime.deployment_succeeded,
             )
             await DeliveryRepository(session).finish(delivery_id, result)
-    except (MappingError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (
+        MappingError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        # Values the database refuses (too long, out of range): a payload problem, kept.
+        sa_exc.DataError,
+        sa_exc.IntegrityError,
+    ) as exc:
         logger.warning("delivery %s (%s) could not be mapped: %s", delivery_id, event, exc)
         async with session_scope(sessionmaker) as session:
             await DeliveryRepository(session).finish(
