@@ -20,7 +20,8 @@ from flightdeck_auth.tokens.revocations import RevocationRepository
 from flightdeck_auth.users import service
 from flightdeck_auth.users.models import User
 from flightdeck_auth.users.repository import UserRepository
-from flightdeck_auth.users.schemas import ApprovalKeyRead, Role, UserRead, user_read
+from flightdeck_auth.users.schemas import ApprovalKeyRead, UserRead, user_read
+from flightdeck_common.auth.claims import Role
 from flightdeck_common.errors import InvalidCursor, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_DB_INT, MAX_PAGE_SIZE, Page
 from flightdeck_common.params import IdPath

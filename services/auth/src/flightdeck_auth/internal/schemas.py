@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from flightdeck_auth.users.schemas import Role
+from flightdeck_common.auth.claims import Role
 
 
 class InternalUserCreate(BaseModel):
