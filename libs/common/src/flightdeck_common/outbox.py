@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from sqlalchemy import Integer, String, Text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,6 +34,13 @@ class AuditEvent(BaseModel):
     ip: str | None = Field(None, max_length=64)
     request_id: str | None = Field(None, max_length=128)
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("actor", "subject", "ip", "request_id", mode="before")
+    @classmethod
+    def _truncate(cls, value: Any, info: ValidationInfo) -> Any:
+        # Audit must never fail the change it records: long names are cut, not refused.
+        limit = {"actor": 200, "subject": 200, "ip": 64, "request_id": 128}[info.field_name or ""]
+        return value[:limit] if isinstance(value, str) else value
 
 
 def canonical_json(value: Any) -> str:

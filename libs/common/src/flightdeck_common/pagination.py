@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
@@ -51,8 +51,11 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     for value in values:
         if isinstance(value, dict):
             try:
-                decoded.append(datetime.fromisoformat(value["dt"]))
-            except (KeyError, TypeError, ValueError) as exc:
+                moment = datetime.fromisoformat(value["dt"])
+                if moment.tzinfo is not None:
+                    moment.astimezone(UTC)  # must be representable in UTC (the column's zone)
+                decoded.append(moment)
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 raise InvalidCursor("cursor is not one this API returned") from exc
         elif value is None or isinstance(value, int | str | float):
             decoded.append(value)

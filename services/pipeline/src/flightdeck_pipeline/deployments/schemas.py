@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from flightdeck_common.params import UtcDatetime
 
 
 class DeploymentState(StrEnum):
@@ -35,12 +37,6 @@ class DeploymentRead(BaseModel):
     source: str
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError("timestamps need a timezone (e.g. 2026-11-25T10:00:00Z)")
-    return value
-
-
 class DeploymentCreate(BaseModel):
     """A deployment made by a system that is not GitHub."""
 
@@ -52,9 +48,7 @@ class DeploymentCreate(BaseModel):
     production: bool | None = Field(
         None, description="Defaults to whether the environment is a configured production one."
     )
-    deployed_at: datetime | None = Field(None, description="Defaults to now.")
-
-    _tz = field_validator("deployed_at")(_aware)
+    deployed_at: UtcDatetime | None = Field(None, description="Defaults to now.")
 
 
 class IncidentRead(BaseModel):
@@ -73,12 +67,8 @@ class IncidentRead(BaseModel):
 class IncidentCreate(BaseModel):
     repository: str = Field(min_length=1, max_length=200)
     title: str = Field(min_length=1, max_length=500)
-    opened_at: datetime | None = Field(None, description="Defaults to now.")
-
-    _tz = field_validator("opened_at")(_aware)
+    opened_at: UtcDatetime | None = Field(None, description="Defaults to now.")
 
 
 class IncidentResolve(BaseModel):
-    resolved_at: datetime | None = Field(None, description="Defaults to now.")
-
-    _tz = field_validator("resolved_at")(_aware)
+    resolved_at: UtcDatetime | None = Field(None, description="Defaults to now.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import StringConstraints
 
 from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
 from flightdeck_common.db import utcnow
 from flightdeck_common.dependencies import SessionDep
 from flightdeck_common.errors import problem_responses
+from flightdeck_common.params import UtcDatetime
 from flightdeck_pipeline.metrics.cache import MetricsCache
 from flightdeck_pipeline.metrics.dora import dora_metrics
 from flightdeck_pipeline.metrics.exceptions import InvalidTimeWindow
@@ -74,10 +75,10 @@ async def read_stats(
     cache: MetricsCacheDep,
     repository: RepositoryQuery = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Runs created at or after (ISO 8601 with offset).")
+        UtcDatetime | None, Query(description="Runs created at or after (ISO 8601 with offset).")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Runs created before (ISO 8601 with offset).")
+        UtcDatetime | None, Query(description="Runs created before (ISO 8601 with offset).")
     ] = None,
 ) -> dict[str, Any]:
     """Run counts, success rate and duration percentiles over a time window."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from flightdeck_common.db import utcnow
 from flightdeck_common.errors import InvalidCursor, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
-from flightdeck_common.params import IdPath
+from flightdeck_common.params import IdPath, UtcDatetime
 from flightdeck_pipeline.dependencies import (
     USER_AUTH_RESPONSES,
     CurrentUser,
@@ -50,8 +49,8 @@ async def list_pipelines(
     owner: Annotated[
         str | None, Query(max_length=100, description="Actor who triggered it.")
     ] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
     limit: Limit = DEFAULT_PAGE_SIZE,
     cursor: Cursor = None,
 ) -> Page[RunRead]:

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flightdeck_common.params import UtcDatetime
 from flightdeck_pipeline.runs.status import Conclusion, DisplayStatus, RunStatus
 
 
@@ -77,7 +78,7 @@ class LogLineRead(BaseModel):
 class LogLineCreate(BaseModel):
     level: LogLevel = LogLevel.INFO
     message: str = Field(min_length=1, max_length=10_000)
-    logged_at: datetime | None = Field(None, description="Defaults to now.")
+    logged_at: UtcDatetime | None = Field(None, description="Defaults to now.")
 
 
 class LogLinesCreate(BaseModel):
@@ -101,8 +102,8 @@ class RunUpsert(BaseModel):
     commit_message: str | None = Field(None, max_length=2000)
     actor: str | None = Field(None, max_length=100)
     html_url: str | None = Field(None, max_length=500)
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
+    started_at: UtcDatetime | None = None
+    completed_at: UtcDatetime | None = None
 
     @model_validator(mode="after")
     def _conclusion_only_when_completed(self) -> RunUpsert:
@@ -110,10 +111,6 @@ class RunUpsert(BaseModel):
             raise ValueError("a completed run needs a conclusion")
         if self.status is not RunStatus.COMPLETED and self.conclusion is not None:
             raise ValueError("only a completed run has a conclusion")
-        for name in ("started_at", "completed_at"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"{name} needs a timezone (e.g. 2026-11-25T10:00:00Z)")
         return self
 
 

@@ -60,9 +60,9 @@ def parse_time(value: Any, name: str = "timestamp") -> datetime | None:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
             raise MappingError(f"bad {name}: {value[:40]!r}") from exc
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     raise MappingError(f"bad {name}")
 
 

@@ -152,6 +152,7 @@ async def _ingest(
         TypeError,
         ValueError,
         AttributeError,
+        OverflowError,
         # Values the database refuses (too long, out of range): a payload problem, kept.
         sa_exc.DataError,
         sa_exc.IntegrityError,

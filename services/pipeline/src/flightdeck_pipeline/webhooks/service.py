@@ -123,7 +123,10 @@ def _level(conclusion: str | None) -> str:
 
 def parse_body(body: bytes) -> dict[str, Any]:
     """The JSON object of a delivery (ValueError when it is not one)."""
-    payload = json.loads(body)
+    try:
+        payload = json.loads(body)
+    except RecursionError as exc:  # absurdly deep nesting
+        raise ValueError("the payload is nested too deeply") from exc
     if not isinstance(payload, dict):
         raise ValueError("the payload is not a JSON object")
     return payload
