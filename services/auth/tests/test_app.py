@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from flightdeck_auth.app import MIGRATIONS_DIR, create_app
@@ -13,6 +10,7 @@ from flightdeck_common.testing.service_checks import (
     applied_revision,
     assert_service_basics,
     head_revision,
+    run_service_cli,
     running_app,
 )
 
@@ -26,17 +24,10 @@ async def test_starts_migrated_and_serves_basics(database_url: str) -> None:
         await assert_service_basics(client, PREFIX, "Flightdeck Auth")
 
 
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "flightdeck_auth.cli", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, **env}, cwd=cwd, timeout=120
-    )
-
-
 def test_cli_migrate(postgres_database_url: str, tmp_path: Path) -> None:
     env = {"FLIGHTDECK_AUTH_DATABASE_URL": postgres_database_url, "ENVIRONMENT": "production"}
     env.update(PRODUCTION_SECRETS)
-    result = _cli("migrate", env=env, cwd=tmp_path)
+    result = run_service_cli("auth", "migrate", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "migrated to head" in result.stdout
 

@@ -3,31 +3,16 @@ then a production-mode app serves what the CLI made."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jwt
 
 from flightdeck_auth.app import create_app
 from flightdeck_auth.settings import Settings
-from flightdeck_common.testing.service_checks import running_app
+from flightdeck_common.testing.service_checks import run_service_cli, running_app
 
 SECRET_KEY = "an-operator-chosen-secret-key-of-48-characters!!"
 ADMIN_PASSWORD = "operator-picked-passphrase-9"
-
-
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flightdeck_auth.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=cwd,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 async def test_production_bootstrap_through_the_cli(
@@ -39,17 +24,19 @@ async def test_production_bootstrap_through_the_cli(
         "FLIGHTDECK_AUTH_SECRET_KEY": SECRET_KEY,
         "FLIGHTDECK_AUTH_NEW_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
-    assert _cli("migrate", env=env, cwd=tmp_path).returncode == 0
-    created = _cli("create-admin", "Root", env=env, cwd=tmp_path)
+    assert run_service_cli("auth", "migrate", env=env, cwd=tmp_path).returncode == 0
+    created = run_service_cli("auth", "create-admin", "Root", env=env, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
-    weak = _cli(
+    weak = run_service_cli(
+        "auth",
         "create-admin",
         "other",
         env={**env, "FLIGHTDECK_AUTH_NEW_ADMIN_PASSWORD": "password123"},
         cwd=tmp_path,
     )
     assert weak.returncode != 0
-    account = _cli(
+    account = run_service_cli(
+        "auth",
         "create-service-account",
         "admin",
         "--audience",
@@ -63,7 +50,7 @@ async def test_production_bootstrap_through_the_cli(
         for line in account.stdout.splitlines()
         if line.startswith("client_secret=")
     )
-    rotated = _cli("rotate-keys", env=env, cwd=tmp_path)
+    rotated = run_service_cli("auth", "rotate-keys", env=env, cwd=tmp_path)
     assert rotated.returncode == 0, rotated.stderr
 
     settings = Settings(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from flightdeck_common.testing.service_checks import (
     applied_revision,
     assert_service_basics,
     head_revision,
+    run_service_cli,
     running_app,
 )
 from flightdeck_pipeline.app import MIGRATIONS_DIR, create_app
@@ -26,17 +24,10 @@ async def test_starts_migrated_and_serves_basics(database_url: str) -> None:
         await assert_service_basics(client, PREFIX, "Flightdeck Pipelines")
 
 
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "flightdeck_pipeline.cli", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, **env}, cwd=cwd, timeout=120
-    )
-
-
 def test_cli_migrate(postgres_database_url: str, tmp_path: Path) -> None:
     env = {"FLIGHTDECK_PIPELINE_DATABASE_URL": postgres_database_url, "ENVIRONMENT": "production"}
     env.update(PRODUCTION_SECRETS)
-    result = _cli("migrate", env=env, cwd=tmp_path)
+    result = run_service_cli("pipeline", "migrate", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "migrated to head" in result.stdout
 
@@ -53,7 +44,7 @@ def test_production_refuses_to_start_without_webhook_secret(tmp_path: Path) -> N
         "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": "",
         "FLIGHTDECK_PIPELINE_SERVICE_CLIENT_SECRET": "s" * 40,
     }
-    result = _cli("check-settings", env=env, cwd=tmp_path)
+    result = run_service_cli("pipeline", "check-settings", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS is required" in result.stderr
 
@@ -63,7 +54,7 @@ def test_production_refuses_weak_webhook_secret(tmp_path: Path) -> None:
         "ENVIRONMENT": "production",
         "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": "a" * 40 + ",changeme",
     }
-    result = _cli("check-settings", env=env, cwd=tmp_path)
+    result = run_service_cli("pipeline", "check-settings", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "well-known placeholder" in result.stderr
 

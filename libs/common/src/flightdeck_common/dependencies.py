@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flightdeck_common.db import session_scope
+from flightdeck_common.rate_limit import client_ip
 from flightdeck_common.resources import Resources, get_resources
 
 
@@ -22,3 +23,5 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 # scope="function": commit before the response is sent, so a failed commit is a failed request.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+# The client address as uvicorn saw it (X-Forwarded-For trusted only from the ingress).
+ClientIp = Annotated[str, Depends(client_ip)]

@@ -72,3 +72,32 @@ async def enqueue(session: AsyncSession, model: type[OutboxEventMixin], event: A
     row.created_at = event.occurred_at
     row.attempts = 0
     session.add(row)
+
+
+class Auditor:
+    """A service's ``audit(session, "login.failed", actor=..., **data)``: builds the event
+    (type prefixed with the service name) and enqueues it in the session's transaction."""
+
+    def __init__(self, model: type[OutboxEventMixin], service: str) -> None:
+        self.model = model
+        self.service = service
+
+    async def __call__(
+        self,
+        session: AsyncSession,
+        event_type: str,
+        *,
+        actor: str | None,
+        subject: str | None = None,
+        ip: str | None = None,
+        **data: Any,
+    ) -> None:
+        event = AuditEvent(
+            type=f"{self.service}.{event_type}",
+            service=self.service,
+            actor=actor,
+            subject=subject,
+            ip=ip,
+            data=data,
+        )
+        await enqueue(session, self.model, event)

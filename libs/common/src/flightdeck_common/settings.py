@@ -8,10 +8,10 @@ Each service subclasses :class:`CommonSettings` with its own env prefix
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
@@ -34,6 +34,18 @@ WEAK_SECRETS = frozenset(
     }
 )
 MIN_SECRET_LENGTH = 32
+
+
+def split_commas(value: Any) -> Any:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; other values pass through unchanged."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list read from the environment as comma-separated values (not JSON).
+CommaSeparated = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+CommaSeparatedSecrets = Annotated[list[SecretStr], NoDecode, BeforeValidator(split_commas)]
 
 
 class Environment(StrEnum):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from flightdeck_auth.users.models import User
 from flightdeck_common.auth.claims import TokenClaims
 from flightdeck_common.auth.dependencies import require_service, require_user
-from flightdeck_common.dependencies import SessionDep
+from flightdeck_common.dependencies import ClientIp, SessionDep
 from flightdeck_common.errors import Unauthorized
 
 INTERNAL_AUDIENCE = "flightdeck:auth-internal"
@@ -29,11 +29,5 @@ async def current_user_row(claims: MeClaims, session: SessionDep) -> User:
 
 CurrentUserRow = Annotated[User, Depends(current_user_row)]
 
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-ClientIp = Annotated[str, Depends(client_ip)]
 
 __all__ = ["ClientIp", "CurrentUserRow", "MeClaims", "ServiceClaims", "SessionDep"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from flightdeck_common.settings import CommonSettings, Environment
+from flightdeck_common.settings import CommaSeparated, CommonSettings, Environment
 
 USER_AUDIENCE = "flightdeck"
 INTERNAL_AUDIENCES = ("flightdeck:auth-internal", "flightdeck:admin-internal")
@@ -33,7 +33,7 @@ class Settings(CommonSettings):
     mfa_max_attempts: int = Field(5, ge=1, le=20)
     # Roles that must enrol TOTP before their tokens reach anything but /auth/me*.
     # Default: none in development, admin in production.
-    mfa_required_roles: Annotated[list[str], NoDecode] | None = None
+    mfa_required_roles: CommaSeparated | None = None
 
     # Failed logins: per username and per client IP, exponential lock.
     login_max_failures_per_user: int = Field(5, ge=1)
@@ -56,13 +56,6 @@ class Settings(CommonSettings):
     bootstrap_admin_password: SecretStr | None = None
     # Development bootstrap of service accounts: "client_id:secret:aud1 aud2,client2:...".
     bootstrap_service_accounts: SecretStr | None = None
-
-    @field_validator("mfa_required_roles", mode="before")
-    @classmethod
-    def _split_roles(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @model_validator(mode="after")
     def _role_defaults(self) -> Settings:

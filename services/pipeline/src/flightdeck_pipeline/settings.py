@@ -1,12 +1,12 @@
 """Settings of the pipeline service (env prefix `FLIGHTDECK_PIPELINE_`)."""
 
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from flightdeck_common.settings import CommonSettings
+from flightdeck_common.settings import CommaSeparated, CommaSeparatedSecrets, CommonSettings
 
 
 class Settings(CommonSettings):
@@ -20,12 +20,10 @@ class Settings(CommonSettings):
     )
 
     # Comma-separated; any of them may sign a delivery, the first is the current one.
-    github_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    github_webhook_secrets: CommaSeparatedSecrets = Field(default_factory=list)
 
     # Environments counted as production for DORA (besides GitHub's production_environment flag).
-    production_environments: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["production", "prod"]
-    )
+    production_environments: CommaSeparated = Field(default_factory=lambda: ["production", "prod"])
     # Issues with this label are incidents (opened/closed).
     incident_label: str = "incident"
     # Live events: heartbeat interval and how many past events a reconnect can replay.
@@ -35,20 +33,6 @@ class Settings(CommonSettings):
     metrics_cache_ttl_seconds: int = Field(60, ge=0, le=3600)
     # Deliveries are kept (for dedupe and reprocessing) at least this long.
     delivery_retention_days: int = Field(7, ge=7, le=365)
-
-    @field_validator("production_environments", mode="before")
-    @classmethod
-    def _split_environments(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("github_webhook_secrets", mode="before")
-    @classmethod
-    def _split_secrets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 @lru_cache

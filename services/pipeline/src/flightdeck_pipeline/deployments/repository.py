@@ -20,6 +20,14 @@ SUCCESS_STATES = frozenset({"success"})
 FAILURE_STATES = frozenset({"failure", "error"})
 
 
+def is_production(environment: str, flag: bool | None, production_environments: list[str]) -> bool:
+    """The sender's explicit flag when it gave one, else the configured environment names
+    (case-insensitive)."""
+    if flag is not None:
+        return flag
+    return environment.casefold() in {name.casefold() for name in production_environments}
+
+
 class DeploymentRepository:
     def __init__(self, session: Any) -> None:
         self.session = session
@@ -32,10 +40,8 @@ class DeploymentRepository:
         source: str = "github",
     ) -> int:
         """Insert the deployment (status ``queued``) unless it exists; returns its key."""
-        production = (
-            update.production_flag
-            if update.production_flag is not None
-            else update.environment.casefold() in {e.casefold() for e in production_environments}
+        production = is_production(
+            update.environment, update.production_flag, production_environments
         )
         now = utcnow()
         insert = insert_for(self.session, Deployment.__table__).values(

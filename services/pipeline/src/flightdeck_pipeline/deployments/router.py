@@ -20,6 +20,7 @@ from flightdeck_pipeline.dependencies import (
     SessionDep,
 )
 from flightdeck_pipeline.deployments.models import Deployment, Incident
+from flightdeck_pipeline.deployments.repository import is_production
 from flightdeck_pipeline.deployments.schemas import (
     DeploymentCreate,
     DeploymentRead,
@@ -82,11 +83,8 @@ async def create_deployment(
 ) -> DeploymentRead:
     """Record a deployment made outside GitHub."""
     at = body.deployed_at or utcnow()
-    production = (
-        body.production
-        if body.production is not None
-        else body.environment.casefold()
-        in {e.casefold() for e in rt.settings.production_environments}
+    production = is_production(
+        body.environment, body.production, rt.settings.production_environments
     )
     deployment = Deployment(
         repository=body.repository,
