@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import flightdeck_admin.models  # noqa: F401  (registers every table)
 from flightdeck_admin.db import Base
 from flightdeck_admin.settings import Settings
 from flightdeck_common.migrations import run_env

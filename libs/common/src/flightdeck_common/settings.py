@@ -91,6 +91,11 @@ class CommonSettings(BaseSettings):
         validation_alias=_shared("AUTH_URL"),
         description="Base URL of the auth service (JWKS, service tokens, revocation feed).",
     )
+    admin_url: str = Field(
+        "http://127.0.0.1:8103",
+        validation_alias=_shared("ADMIN_URL"),
+        description="Base URL of the admin service (where outbox relays deliver audit events).",
+    )
     jwt_issuer: str = Field("flightdeck-auth", validation_alias=_shared("JWT_ISSUER"))
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
     log_json: bool = Field(True, validation_alias=_shared("LOG_JSON"))

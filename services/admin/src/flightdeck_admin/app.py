@@ -5,7 +5,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from flightdeck_admin import __version__
-from flightdeck_admin.router import router
+from flightdeck_admin.audit.router import internal_router as audit_internal_router
+from flightdeck_admin.audit.router import router as audit_router
+from flightdeck_admin.registrations.router import router as registrations_router
+from flightdeck_admin.users.router import router as users_router
 from flightdeck_admin.settings import Settings, get_settings
 from flightdeck_common.auth.client import auth_client_lifespan
 from flightdeck_common.service_app import ServiceSpec, create_service_app
@@ -19,7 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Flightdeck Admin",
         description="Onboarding approvals, user administration and the tamper-evident audit log.",
         version=__version__,
-        routers=[router],
+        routers=[registrations_router, users_router, audit_router, audit_internal_router],
         migrations_dir=MIGRATIONS_DIR,
         lifespan_hooks=[auth_client_lifespan],
     )

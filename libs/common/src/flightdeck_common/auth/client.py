@@ -84,6 +84,9 @@ async def auth_client_lifespan(app: FastAPI, resources: Resources) -> AsyncItera
             ),
         )
         app.state.revocation_follower = follower
+        # For calls to auth's internal API (admin's user administration and approvals).
+        app.state.auth_http = http
+        app.state.auth_service_tokens = provider
         try:
             yield
         finally:

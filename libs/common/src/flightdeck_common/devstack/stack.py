@@ -129,6 +129,8 @@ class Stack(StartStop):
             env["REDIS_URL"] = self.redis.url
         if "auth" in self.config.service_ports:
             env["AUTH_URL"] = self.service_url("auth")
+        if "admin" in self.config.service_ports:
+            env["ADMIN_URL"] = self.service_url("admin")
         env |= self._service_accounts
         return env
 

@@ -1,0 +1,1 @@
+"""Registration requests and their signed review."""

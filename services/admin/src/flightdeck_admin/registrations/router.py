@@ -1,0 +1,5 @@
+"""Routes of the registrations feature (filled in by its issue-5 work)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/admin", tags=["registrations"])

@@ -1,0 +1,1 @@
+"""User administration through auth's internal API."""
