@@ -123,6 +123,13 @@ class CommonSettings(BaseSettings):
     # Without Redis, how often the auth revocation feed is followed.
     revocation_sync_seconds: float = Field(3.0, gt=0, le=60)
 
+    # Outbox relay: delivery of this service's audit events to the admin service.
+    outbox_relay_enabled: bool = True
+    outbox_batch_size: int = Field(200, ge=1, le=500)
+    outbox_interval_seconds: float = Field(1.0, gt=0, le=60)
+    outbox_max_backoff_seconds: float = Field(30.0, ge=1, le=3600)
+    outbox_stop_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
     # Rate limits ("N/period", see the `limits` package notation).
     rate_limit_default: str = "600/minute"
     rate_limit_login: str = "10/minute"

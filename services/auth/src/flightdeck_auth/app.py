@@ -8,10 +8,13 @@ from flightdeck_auth import __version__
 from flightdeck_auth.bootstrap import auth_lifespan
 from flightdeck_auth.internal.router import router as internal_router
 from flightdeck_auth.login.router import router as login_router
+from flightdeck_auth.outbox import OutboxEvent
 from flightdeck_auth.service_accounts.router import router as service_accounts_router
 from flightdeck_auth.settings import Settings, get_settings
+from flightdeck_auth.tokens.own_tokens import own_admin_tokens
 from flightdeck_auth.tokens.router import router as tokens_router
 from flightdeck_auth.users.router import router as me_router
+from flightdeck_common.outbox_lifespan import admin_http_sender, outbox_relay_lifespan
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -27,7 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         routers=[login_router, me_router, tokens_router, service_accounts_router, internal_router],
         migrations_dir=MIGRATIONS_DIR,
-        lifespan_hooks=[auth_lifespan],
+        lifespan_hooks=[
+            auth_lifespan,
+            outbox_relay_lifespan(OutboxEvent, admin_http_sender(own_admin_tokens)),
+        ],
         quiet_paths=frozenset({"/auth/internal/revocations", "/auth/.well-known/jwks.json"}),
     )
     return create_service_app(settings or get_settings(), spec)

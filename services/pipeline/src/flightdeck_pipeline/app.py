@@ -5,6 +5,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from flightdeck_common.auth.client import auth_client_lifespan
+from flightdeck_common.outbox_lifespan import outbox_relay_lifespan
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 from flightdeck_common.settings import MIB
 from flightdeck_pipeline import __version__
@@ -13,6 +14,7 @@ from flightdeck_pipeline.events.lifespan import make_events_lifespan
 from flightdeck_pipeline.events.router import router as events_router
 from flightdeck_pipeline.lifespan import pipeline_lifespan
 from flightdeck_pipeline.metrics.router import router as metrics_router
+from flightdeck_pipeline.outbox import OutboxEvent
 from flightdeck_pipeline.runs.router import router as runs_router
 from flightdeck_pipeline.settings import Settings, get_settings
 from flightdeck_pipeline.webhooks.router import router as webhooks_router
@@ -32,7 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Fixed paths (/pipelines/stats, /pipelines/logs, ...) before /pipelines/{run_pk}.
         routers=[webhooks_router, metrics_router, events_router, deployments_router, runs_router],
         migrations_dir=MIGRATIONS_DIR,
-        lifespan_hooks=[auth_client_lifespan, make_events_lifespan(), pipeline_lifespan],
+        lifespan_hooks=[
+            auth_client_lifespan,
+            make_events_lifespan(),
+            pipeline_lifespan,
+            outbox_relay_lifespan(OutboxEvent),
+        ],
         body_limit_overrides={"/pipelines/webhooks/": 25 * MIB},
     )
     return create_service_app(settings or get_settings(), spec)

@@ -191,6 +191,16 @@ class Stack(StartStop):
         if errors:
             raise DevstackError(f"stopping the stack failed: {errors}") from errors[0]
 
+    def stop_service(self, service: str) -> None:
+        """Stop one service (SIGTERM, graceful drain): Traefik keeps routing to the others."""
+        self.processes[service].stop(SERVICE_STOP_TIMEOUT)
+
+    def start_service(self, service: str) -> None:
+        """Start a stopped service again and wait until it answers ``/healthz``."""
+        process = self.processes[service]
+        process.start()
+        self._wait(f"{self.service_url(service)}/healthz", process, self.config.startup_timeout)
+
     def check(self) -> None:
         """Raise ``DevstackError`` (with the log tail) if a service or Traefik has died.
 
