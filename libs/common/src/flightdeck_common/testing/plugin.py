@@ -135,6 +135,11 @@ def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             # Read it back from stack.config.extra_env to log in as the bootstrap admin.
             "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
             "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": secrets.token_urlsafe(32),
+            # Tests stop admin for a while: relays retry every 2 s at most, not every 30 s.
+            **{
+                f"FLIGHTDECK_{service.upper()}_OUTBOX_MAX_BACKOFF_SECONDS": "2"
+                for service in SERVICES
+            },
         },
     )
     with Stack(config) as stack:
