@@ -54,8 +54,27 @@ OUTBOX_DELIVERED = counter(
 _jitter = secrets.SystemRandom()
 
 
+OUTBOX_REJECTED = counter(
+    "flightdeck_outbox_rejected_total",
+    "Outbox events the audit log refused for good (kept in the outbox with the reason).",
+    ("service",),
+)
+
+# Answers that will not change on retry: the events themselves are refused.
+PERMANENT_REJECTIONS = frozenset({400, 413, 422})
+
+
 class OutboxDeliveryError(RuntimeError):
     """The receiver did not accept a batch (non-2xx answer)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the receiver refused the content (retrying the same batch cannot help)."""
+        return self.status_code in PERMANENT_REJECTIONS
 
 
 class OutboxRelay:
@@ -134,7 +153,11 @@ class OutboxRelay:
         """Send one batch of due pending events; returns how many were delivered.
 
         Returns 0 when nothing is due or when ``send`` failed (the batch is then scheduled
-        for a retry). Database errors propagate.
+        for a retry). When the receiver refuses the batch's content (400/413/422), the
+        events are sent one by one: the refused ones are set aside (``delivered_at`` set,
+        ``last_error`` = ``rejected: ...``, counted in ``flightdeck_outbox_rejected_total``,
+        logged as an error) so one bad event cannot hold up the log forever. Database
+        errors propagate.
         """
         model = self._model
         now = self._clock()
@@ -157,11 +180,26 @@ class OutboxRelay:
                 self._note_recovery()  # e.g. the database is back and nothing is pending
             if not batch:
                 return 0
-            ids = [row.id for row in batch]
-            try:
-                await self._send([json.loads(row.payload) for row in batch])
-            except Exception as exc:
-                attempts = max(row.attempts for row in batch) + 1
+            delivered, rejected, failure = await self._deliver(batch)
+            if delivered:
+                await session.execute(
+                    update(model).where(model.id.in_(delivered)).values(delivered_at=self._clock())
+                )
+            for row_id, reason in rejected:
+                # Kept, with the reason, but no longer holding up the events behind it.
+                await session.execute(
+                    update(model)
+                    .where(model.id == row_id)
+                    .values(
+                        delivered_at=self._clock(),
+                        attempts=model.attempts + 1,
+                        last_error=f"rejected: {reason}"[:LAST_ERROR_MAX],
+                    )
+                )
+            if failure is not None:
+                failed_rows, exc = failure
+                ids = [row.id for row in failed_rows]
+                attempts = max(row.attempts for row in failed_rows) + 1
                 delay = self.backoff(attempts)
                 error = f"{type(exc).__name__}: {exc}"[:LAST_ERROR_MAX]
                 await session.execute(
@@ -177,13 +215,53 @@ class OutboxRelay:
                     f"cannot deliver {len(ids)} events (attempt {attempts}), "
                     f"retrying in {delay:.1f}s: {error}"
                 )
-                return 0
-            await session.execute(
-                update(model).where(model.id.in_(ids)).values(delivered_at=self._clock())
+        if rejected:
+            OUTBOX_REJECTED.labels(service=self.service).inc(len(rejected))
+            logger.error(
+                "outbox relay for %s: the audit log refused %d events for good (kept in the "
+                "outbox with the reason): %s",
+                self.service,
+                len(rejected),
+                "; ".join(f"{row_id}: {reason}" for row_id, reason in rejected)[:1000],
             )
-        OUTBOX_DELIVERED.labels(service=self.service).inc(len(ids))
-        self._note_recovery()
-        return len(ids)
+        if delivered:
+            OUTBOX_DELIVERED.labels(service=self.service).inc(len(delivered))
+        if failure is None:
+            self._note_recovery()
+        return len(delivered)
+
+    async def _deliver(
+        self, batch: list[Any]
+    ) -> tuple[list[str], list[tuple[str, str]], tuple[list[Any], Exception] | None]:
+        """Send ``batch``; when the receiver refuses its content, send the events one by one
+        (in order) to find the refused ones. Returns the delivered ids, the refused
+        ``(id, reason)`` pairs, and the rows that failed for a transient reason (with the
+        error) — the unsent tail from the first transient failure on."""
+        try:
+            await self._send([json.loads(row.payload) for row in batch])
+        except OutboxDeliveryError as exc:
+            if not exc.permanent:
+                return [], [], (batch, exc)
+            if len(batch) == 1:
+                return [], [(batch[0].id, str(exc))], None
+        except Exception as exc:
+            return [], [], (batch, exc)
+        else:
+            return [row.id for row in batch], [], None
+        delivered: list[str] = []
+        rejected: list[tuple[str, str]] = []
+        for index, row in enumerate(batch):
+            try:
+                await self._send([json.loads(row.payload)])
+            except OutboxDeliveryError as exc:
+                if not exc.permanent:
+                    return delivered, rejected, (batch[index:], exc)
+                rejected.append((row.id, str(exc)))
+            except Exception as exc:
+                return delivered, rejected, (batch[index:], exc)
+            else:
+                delivered.append(row.id)
+        return delivered, rejected, None
 
     async def refresh_metrics(self) -> tuple[int, float]:
         """Update the pending gauges; returns ``(pending count, oldest age in seconds)``."""
@@ -295,6 +373,10 @@ def http_sender(
             token_provider.invalidate()
             response = await post(events)
         if not response.is_success:
-            raise OutboxDeliveryError(f"{url} answered HTTP {response.status_code}")
+            detail = response.text[:200] if response.status_code in PERMANENT_REJECTIONS else ""
+            raise OutboxDeliveryError(
+                f"{url} answered HTTP {response.status_code} {detail}".rstrip(),
+                response.status_code,
+            )
 
     return send

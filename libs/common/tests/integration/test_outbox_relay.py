@@ -345,3 +345,79 @@ async def test_http_sender_raises_on_error_answers() -> None:
         with pytest.raises(OutboxDeliveryError, match="HTTP 401"):
             await send([{"id": "x"}])
     assert received == []
+
+
+class Refusing(Receiver):
+    """Refuses (422) any batch holding one of ``bad`` ids; goes down after ``down_after``
+    accepted events when given."""
+
+    def __init__(self, bad: set[str], down_after: int | None = None) -> None:
+        super().__init__()
+        self.bad = bad
+        self.down_after = down_after
+        self.batch_sizes: list[int] = []
+
+    async def __call__(self, events: list[dict[str, Any]]) -> None:
+        self.batch_sizes.append(len(events))
+        if self.down_after is not None and len(self.accepted) >= self.down_after:
+            raise ConnectionError("admin went down")
+        if any(event["id"] in self.bad for event in events):
+            raise OutboxDeliveryError("HTTP 422 invalid event", 422)
+        await super().__call__(events)
+
+
+async def test_a_refused_event_is_set_aside_and_the_rest_flows(
+    sessionmaker: Sessionmaker,
+) -> None:
+    ids = await _enqueue(sessionmaker, 5)
+    receiver = Refusing({ids[2]})
+    service = _service()
+    relay = OutboxRelay(sessionmaker, Outbox, receiver, service=service, batch_size=10)
+
+    assert await relay.relay_once() == 4
+    assert receiver.accepted == [ids[0], ids[1], ids[3], ids[4]]  # order kept
+    assert receiver.batch_sizes == [5, 1, 1, 1, 1, 1]  # the batch, then one by one
+    rows = {row.id: row for row in await _rows(sessionmaker)}
+    assert all(row.delivered_at is not None for row in rows.values())
+    assert rows[ids[2]].last_error is not None
+    assert rows[ids[2]].last_error.startswith("rejected: HTTP 422")
+    assert rows[ids[0]].last_error is None
+    rejected = REGISTRY.get_sample_value("flightdeck_outbox_rejected_total", {"service": service})
+    assert rejected == 1
+
+
+async def test_an_outage_while_isolating_retries_the_tail(sessionmaker: Sessionmaker) -> None:
+    ids = await _enqueue(sessionmaker, 4)
+    receiver = Refusing({ids[0]}, down_after=1)
+    relay = OutboxRelay(sessionmaker, Outbox, receiver, service=_service(), batch_size=10)
+
+    assert await relay.relay_once() == 1  # ids[0] refused, ids[1] accepted, then down
+    rows = {row.id: row for row in await _rows(sessionmaker)}
+    assert rows[ids[1]].delivered_at is not None
+    assert rows[ids[0]].last_error is not None
+    assert rows[ids[0]].last_error.startswith("rejected:")
+    for pending in ids[2:]:
+        assert rows[pending].delivered_at is None
+        assert rows[pending].attempts == 1
+        assert rows[pending].next_attempt_at is not None
+
+
+async def test_http_sender_classifies_refusals() -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        status = int(request.url.params["status"])
+        return httpx.Response(status, json={"detail": "nope"})
+
+    class Tokens:
+        async def token(self) -> str:
+            return "t"
+
+        def invalidate(self) -> None:
+            return None
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        for status, permanent in ((422, True), (400, True), (503, False), (404, False)):
+            send = http_sender(http, f"http://admin/x?status={status}", Tokens())
+            with pytest.raises(OutboxDeliveryError) as caught:
+                await send([{"id": "x"}])
+            assert caught.value.status_code == status
+            assert caught.value.permanent is permanent
