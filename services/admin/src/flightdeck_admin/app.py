@@ -1,29 +1,43 @@
 """Flightdeck Admin service: `create_app()` is the uvicorn factory."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from flightdeck_admin import __version__
+from flightdeck_admin.audit.local_relay import admin_outbox_lifespan
 from flightdeck_admin.audit.router import internal_router as audit_internal_router
 from flightdeck_admin.audit.router import router as audit_router
+from flightdeck_admin.registrations.dependencies import password_hasher_lifespan
 from flightdeck_admin.registrations.router import router as registrations_router
-from flightdeck_admin.users.router import router as users_router
 from flightdeck_admin.settings import Settings, get_settings
+from flightdeck_admin.users.router import router as users_router
 from flightdeck_common.auth.client import auth_client_lifespan
-from flightdeck_common.service_app import ServiceSpec, create_service_app
+from flightdeck_common.service_app import LifespanHook, ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the admin app from settings (read from the environment when not given)."""
+def create_app(
+    settings: Settings | None = None, *, first_lifespan_hooks: Sequence[LifespanHook] = ()
+) -> FastAPI:
+    """Build the admin app from settings (read from the environment when not given).
+
+    ``first_lifespan_hooks`` run before the others; tests use one to hand the auth client
+    an in-process transport to a real auth app.
+    """
     spec = ServiceSpec(
         title="Flightdeck Admin",
         description="Onboarding approvals, user administration and the tamper-evident audit log.",
         version=__version__,
         routers=[registrations_router, users_router, audit_router, audit_internal_router],
         migrations_dir=MIGRATIONS_DIR,
-        lifespan_hooks=[auth_client_lifespan],
+        lifespan_hooks=[
+            *first_lifespan_hooks,
+            auth_client_lifespan,
+            password_hasher_lifespan,
+            admin_outbox_lifespan(),
+        ],
     )
     return create_service_app(settings or get_settings(), spec)

@@ -91,6 +91,14 @@ def _wait_for(
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _backlog(stack: Stack, service: str) -> list[dict[str, Any]] | None:
+    """Non-None once the service's ``flightdeck_outbox_pending`` gauge is above zero."""
+    metrics = httpx.get(f"{stack.service_url(service)}/metrics", timeout=5).text
+    prefix = f'flightdeck_outbox_pending{{service="{service}"}}'
+    values = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix)]
+    return [{"pending": values[0]}] if values and values[0] > 0 else None
+
+
 def _verify(http: httpx.Client, headers: dict[str, str]) -> dict[str, Any]:
     response = http.get("/admin/audit-events/verify", headers=headers)
     assert response.status_code == 200, response.text
@@ -200,15 +208,9 @@ def test_events_wait_while_admin_is_down(flightdeck_stack: Stack) -> None:
                     },
                 )
                 assert forged.status_code == 401, forged.text
-            # They wait in the outboxes: the relays report a backlog.
+            # They wait in the outboxes: the relays report a backlog (refreshed every second).
             for service in ("auth", "pipeline"):
-                metrics = httpx.get(f"{stack.service_url(service)}/metrics", timeout=5).text
-                pending = [
-                    line for line in metrics.splitlines()
-                    if line.startswith(f'flightdeck_outbox_pending{{service="{service}"}}')
-                ]  # fmt: skip
-                assert pending, metrics
-                assert float(pending[0].split()[-1]) > 0, pending
+                _wait_for(lambda service=service: _backlog(stack, service), f"{service} backlog")
         finally:
             stack.start_service("admin")
         admin = _login(http, reviewer, reviewer_password)

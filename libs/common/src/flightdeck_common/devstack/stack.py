@@ -196,10 +196,14 @@ class Stack(StartStop):
         self.processes[service].stop(SERVICE_STOP_TIMEOUT)
 
     def start_service(self, service: str) -> None:
-        """Start a stopped service again and wait until it answers ``/healthz``."""
+        """Start a stopped service again and wait until it answers ``/healthz`` and the
+        ingress routes to it again (Traefik's health check takes it back in)."""
         process = self.processes[service]
         process.start()
         self._wait(f"{self.service_url(service)}/healthz", process, self.config.startup_timeout)
+        if self.traefik is not None:
+            prefix = ROUTE_PREFIXES.get(service, f"/{service}")
+            self._wait(f"{self.ingress_url}{prefix}/openapi.json", process, ROUTE_TIMEOUT)
 
     def check(self) -> None:
         """Raise ``DevstackError`` (with the log tail) if a service or Traefik has died.

@@ -135,6 +135,8 @@ def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             # Read it back from stack.config.extra_env to log in as the bootstrap admin.
             "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
             "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": secrets.token_urlsafe(32),
+            # Every end-to-end test logs in from 127.0.0.1; the limit itself is tested elsewhere.
+            "FLIGHTDECK_AUTH_RATE_LIMIT_LOGIN": "600/minute",
             # Tests stop admin for a while: relays retry every 2 s at most, not every 30 s.
             **{
                 f"FLIGHTDECK_{service.upper()}_OUTBOX_MAX_BACKOFF_SECONDS": "2"
