@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "admin_0002"
 down_revision: str | None = "admin_0001"
 branch_labels: str | Sequence[str] | None = None

@@ -1,0 +1,115 @@
+"""``GET /admin/audit-events/stream`` over real HTTP: resume, follow, filters, replicas."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+LiveAdmin = Any
+
+
+async def test_resumes_after_last_event_id_then_delivers_new_events(
+    live_admin_factory: Any, database_url: str, new_event: Any
+) -> None:
+    admin: LiveAdmin = await live_admin_factory(database_url)
+    events = [new_event() for _ in range(3)]
+    assert (await admin.ingest(events)).status_code == 200
+
+    async with admin.stream(last_event_id=1) as reader:
+        assert reader.response.headers["content-type"] == "text/event-stream"
+        opening = await reader.next_message()
+        assert opening is not None
+        assert (opening.retry, opening.id, opening.data) == (3000, "1", None)
+        replayed = [await reader.next_event() for _ in range(2)]
+        assert [(e.id, e.event) for e in replayed] == [("2", "audit"), ("3", "audit")]
+        item = json.loads(replayed[0].data or "")
+        assert (item["seq"], item["id"], item["data"]) == (2, events[1]["id"], events[1]["data"])
+        assert len(item["hash"]) == len(item["prev_hash"]) == 64
+
+        later = new_event(type="auth.login.succeeded")
+        assert (await admin.ingest([later])).status_code == 200
+        live = await reader.next_event()
+        assert live.id == "4"
+        assert json.loads(live.data or "")["id"] == later["id"]
+
+    # ?after= for clients that cannot set the header; the header wins over it.
+    async with admin.stream(params={"after": 3}) as reader:
+        assert (await reader.next_event()).id == "4"
+    async with admin.stream(params={"after": 0}, last_event_id=3) as reader:
+        assert (await reader.next_event()).id == "4"
+
+
+async def test_a_new_client_starts_at_the_end_of_the_chain(
+    live_admin_factory: Any, sqlite_database_url: str, new_event: Any
+) -> None:
+    admin: LiveAdmin = await live_admin_factory(sqlite_database_url)
+    await admin.ingest([new_event(), new_event()])
+    async with admin.stream() as reader:
+        opening = await reader.next_message()
+        assert opening is not None
+        assert opening.id == "2"
+        await admin.ingest([new_event()])
+        assert (await reader.next_event()).id == "3"
+
+    # A position beyond the chain (a restored database) starts at its end.
+    async with admin.stream(last_event_id=99) as reader:
+        opening = await reader.next_message()
+        assert opening is not None
+        assert opening.id == "3"
+
+
+async def test_filters_by_type_and_service(
+    live_admin_factory: Any, sqlite_database_url: str, new_event: Any
+) -> None:
+    admin: LiveAdmin = await live_admin_factory(sqlite_database_url)
+    await admin.ingest(
+        [
+            new_event(type="auth.login.failed", service="auth"),
+            new_event(type="pipeline.run.created", service="pipeline"),
+            new_event(type="auth.login.succeeded", service="auth"),
+            new_event(type="auth.login.failed", service="auth"),
+        ]
+    )
+    async with admin.stream(last_event_id=0, params={"type": "auth.login.failed"}) as reader:
+        assert [(await reader.next_event()).id for _ in range(2)] == ["1", "4"]
+    async with admin.stream(last_event_id=0, params={"service": "pipeline"}) as reader:
+        assert (await reader.next_event()).id == "2"
+        await admin.ingest([new_event(service="auth"), new_event(service="pipeline")])
+        assert (await reader.next_event()).id == "6"
+
+
+async def test_bad_resume_positions_are_422(
+    live_admin_factory: Any, sqlite_database_url: str
+) -> None:
+    admin: LiveAdmin = await live_admin_factory(sqlite_database_url)
+    for headers, params in (
+        ({"Last-Event-ID": "abc"}, {}),
+        ({"Last-Event-ID": "-1"}, {}),
+        ({}, {"after": str(2**63)}),
+        ({}, {"type": "a\x00b"}),
+    ):
+        response = await admin.client.get(
+            "/admin/audit-events/stream",
+            params=params,
+            headers={**admin.admin_headers(), **headers},
+        )
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_an_event_appended_on_one_replica_reaches_a_client_of_another(
+    live_admin_factory: Any, postgres_database_url: str, new_event: Any
+) -> None:
+    replica_a: LiveAdmin = await live_admin_factory(postgres_database_url)
+    replica_b: LiveAdmin = await live_admin_factory(postgres_database_url)
+    async with replica_b.stream() as reader:
+        await reader.next_message()
+        for n in range(3):
+            event = new_event()
+            assert (await replica_a.ingest([event])).status_code == 200
+            received = await reader.next_event(within=2.0)
+            assert (received.id, json.loads(received.data or "")["id"]) == (str(n + 1), event["id"])
