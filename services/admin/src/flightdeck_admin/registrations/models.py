@@ -29,7 +29,8 @@ class RegistrationRequest(TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=RequestStatus.PENDING)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Set while an approval creates the account (status "approving"); a claim older than a
-    # few minutes is abandoned (the process died) and may be taken again.
+    # few minutes is abandoned (the process died) and may be taken again. Left set on a
+    # pending request when an approval broke off not knowing whether auth made the account.
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(80), nullable=True)

@@ -1,5 +1,168 @@
-"""Routes of the registrations feature (filled in by its issue-5 work)."""
+"""Registration requests: filed by anyone (rate limited), decided by admins with a signature."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, status
+
+from flightdeck_admin.auth_api import AuthApiDep, AuthRejected, UsernameTaken
+from flightdeck_admin.registrations import service
+from flightdeck_admin.registrations.dependencies import PasswordHasherDep, SettingsDep
+from flightdeck_admin.registrations.exceptions import (
+    ApprovalKeyRequired,
+    ApprovalMayHaveSucceeded,
+    InvalidDecisionSignature,
+    InvalidSignatureEncoding,
+    InvalidSignedAt,
+    RegistrationRequestNotFound,
+    RequestAlreadyDecided,
+    SignatureExpired,
+    SignatureReplayed,
+    UsernameUnavailable,
+)
+from flightdeck_admin.registrations.models import RequestStatus
+from flightdeck_admin.registrations.repository import RegistrationRepository
+from flightdeck_admin.registrations.schemas import (
+    ApprovalDecision,
+    RegistrationCreate,
+    RegistrationRequestFiled,
+    RegistrationRequestRead,
+    ReviewDecision,
+)
+from flightdeck_common.auth.dependencies import AdminUser
+from flightdeck_common.auth.errors import (
+    AuthUnavailable,
+    InsufficientRole,
+    InvalidToken,
+    MfaEnrolmentRequired,
+)
+from flightdeck_common.dependencies import ClientIp, ResourcesDep, SessionDep
+from flightdeck_common.errors import (
+    FlightdeckError,
+    InvalidCursor,
+    RateLimited,
+    problem_responses,
+)
+from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
+from flightdeck_common.params import IdPath
+from flightdeck_common.passwords import InvalidUsername, WeakPassword
+from flightdeck_common.rate_limit import rate_limit
 
 router = APIRouter(prefix="/admin", tags=["registrations"])
+
+
+def _admin_route_errors(*errors: type[FlightdeckError]) -> dict[int | str, dict[str, Any]]:
+    """The problems of an admin-only route: authentication's and its own, one entry per status."""
+    return problem_responses(
+        InvalidToken, InsufficientRole, MfaEnrolmentRequired, AuthUnavailable, *errors
+    )
+
+
+REVIEW_ERRORS: tuple[type[FlightdeckError], ...] = (
+    RegistrationRequestNotFound,
+    InvalidSignedAt,
+    SignatureExpired,
+    InvalidSignatureEncoding,
+    SignatureReplayed,
+    RequestAlreadyDecided,
+    ApprovalKeyRequired,
+    InvalidDecisionSignature,
+    AuthUnavailable,
+)
+
+
+@router.post(
+    "/registration-requests",
+    response_model=RegistrationRequestFiled,
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(rate_limit("registration"))],
+    responses=problem_responses(
+        InvalidUsername, WeakPassword, UsernameUnavailable, RateLimited, AuthUnavailable
+    ),
+)
+async def create_registration_request(
+    body: RegistrationCreate,
+    session: SessionDep,
+    api: AuthApiDep,
+    hasher: PasswordHasherDep,
+    ip: ClientIp,
+) -> RegistrationRequestFiled:
+    """Ask for an account; an admin reviews the request (no sign-in needed)."""
+    request = await service.file_request(session, api, hasher, body, ip=ip)
+    return RegistrationRequestFiled.model_validate(request)
+
+
+@router.get(
+    "/registration-requests",
+    response_model=Page[RegistrationRequestRead],
+    responses=_admin_route_errors(InvalidCursor),
+)
+async def list_registration_requests(
+    admin: AdminUser,
+    session: SessionDep,
+    status: RequestStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Page[RegistrationRequestRead]:
+    """List registration requests, newest first (filter: status; keyset pagination)."""
+    rows, next_cursor = await RegistrationRepository(session).page(
+        status=status.value if status else None, limit=limit, cursor=cursor
+    )
+    return Page[RegistrationRequestRead](
+        items=[RegistrationRequestRead.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/registration-requests/{request_id}",
+    response_model=RegistrationRequestRead,
+    responses=_admin_route_errors(RegistrationRequestNotFound),
+)
+async def read_registration_request(
+    request_id: IdPath, admin: AdminUser, session: SessionDep
+) -> RegistrationRequestRead:
+    """One registration request with its decision."""
+    return RegistrationRequestRead.model_validate(await service.get_request(session, request_id))
+
+
+@router.post(
+    "/registration-requests/{request_id}/approve",
+    response_model=RegistrationRequestRead,
+    responses=_admin_route_errors(*REVIEW_ERRORS, UsernameTaken, AuthRejected),
+)
+async def approve_registration_request(
+    request_id: IdPath,
+    body: ApprovalDecision,
+    admin: AdminUser,
+    resources: ResourcesDep,
+    api: AuthApiDep,
+    settings: SettingsDep,
+    ip: ClientIp,
+) -> RegistrationRequestRead:
+    """Approve with a signature over "{id}:approve:{signed_at}": the account is created."""
+    request = await service.approve(
+        resources.sessionmaker, api, settings, request_id, body, admin, ip=ip
+    )
+    return RegistrationRequestRead.model_validate(request)
+
+
+@router.post(
+    "/registration-requests/{request_id}/reject",
+    response_model=RegistrationRequestRead,
+    responses=_admin_route_errors(*REVIEW_ERRORS, ApprovalMayHaveSucceeded),
+)
+async def reject_registration_request(
+    request_id: IdPath,
+    body: ReviewDecision,
+    admin: AdminUser,
+    resources: ResourcesDep,
+    api: AuthApiDep,
+    settings: SettingsDep,
+    ip: ClientIp,
+) -> RegistrationRequestRead:
+    """Reject with a signature over "{id}:reject:{signed_at}"."""
+    request = await service.reject(
+        resources.sessionmaker, api, settings, request_id, body, admin, ip=ip
+    )
+    return RegistrationRequestRead.model_validate(request)

@@ -69,12 +69,20 @@ async def list_internal_users(
     role: Role | None = None,
     is_active: bool | None = None,
     q: Annotated[str | None, Query(max_length=80)] = None,
+    username: Annotated[
+        str | None, Query(max_length=80, description="Exactly this (normalized) username.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[UserRead]:
-    """List users (filters: role, is_active, q = username contains)."""
+    """List users (filters: role, is_active, q = username contains, username = exact)."""
     rows, next_cursor = await UserRepository(session).page(
-        role=role.value if role else None, is_active=is_active, query=q, limit=limit, cursor=cursor
+        role=role.value if role else None,
+        is_active=is_active,
+        query=q,
+        username=username,
+        limit=limit,
+        cursor=cursor,
     )
     return Page[UserRead](items=[user_read(u) for u in rows], next_cursor=next_cursor)
 

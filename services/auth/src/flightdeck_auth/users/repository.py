@@ -27,6 +27,28 @@ class UserRepository(RepositoryBase[User]):
         statement = select(func.count(User.id)).where(User.role == "admin", User.is_active)
         return int(await self.session.scalar(statement) or 0)
 
+    async def lock_active_admins(self) -> None:
+        """Serialize changes to the set of active admins until the transaction ends.
+
+        Two requests demoting two different admins would otherwise both count two admins
+        and leave none. PostgreSQL: the active admins' rows are locked (in id order, so
+        two lockers never deadlock); a waiting locker re-reads them once the other commits.
+        SQLite has no row locks: a write takes its single database write lock instead.
+        """
+        active_admin = (User.role == "admin", User.is_active)
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(
+                select(User.id).where(*active_admin).order_by(User.id).with_for_update()
+            )
+            return
+        # A no-op write (updated_at kept as it is, not bumped by onupdate).
+        await self.session.execute(
+            update(User)
+            .where(*active_admin)
+            .values(role=User.role, updated_at=User.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
     async def page(
         self,
         *,
@@ -35,8 +57,11 @@ class UserRepository(RepositoryBase[User]):
         query: str | None,
         limit: int,
         cursor: str | None,
+        username: str | None = None,
     ) -> tuple[list[User], str | None]:
         statement: Any = select(User)
+        if username is not None:
+            statement = statement.where(User.username == username)
         if role is not None:
             statement = statement.where(User.role == role)
         if is_active is not None:

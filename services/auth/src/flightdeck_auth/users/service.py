@@ -147,13 +147,14 @@ async def update_user(
 ) -> User:
     """Change role and/or active flag; sessions end at once when either changes."""
     users = UserRepository(session)
-    loses_admin = (
-        user.role == "admin"
-        and user.is_active
-        and ((role is not None and role != "admin") or is_active is False)
-    )
-    if loses_admin and await users.count_active_admins() <= 1:
-        raise LastAdmin()
+    if (role is not None and role != "admin") or is_active is False:
+        # The check and the change must not interleave with a concurrent one: lock first,
+        # then look at the user and count the admins as they are now.
+        await users.lock_active_admins()
+        await session.refresh(user)
+        loses_admin = user.role == "admin" and user.is_active
+        if loses_admin and await users.count_active_admins() <= 1:
+            raise LastAdmin()
     changes: dict[str, object] = {}
     if role is not None and role != user.role:
         changes["role"] = {"from": user.role, "to": role}

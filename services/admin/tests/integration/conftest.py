@@ -1,0 +1,315 @@
+"""Fixtures of the onboarding tests: the admin app talking to a REAL auth app in process.
+
+Auth and admin each have their own database (two SQLite files, or two PostgreSQL
+databases with a shared Redis). Admin reaches auth through an ``httpx`` transport that a
+test can switch off (auth unreachable) or make lose auth's answers.
+
+Helpers are fixtures or harness methods (tests never import this module).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from fastapi import FastAPI
+from sqlalchemy import select, update
+
+from flightdeck_admin.app import create_app as create_admin_app
+from flightdeck_admin.outbox import OutboxEvent
+from flightdeck_admin.registrations.models import RegistrationRequest
+from flightdeck_admin.settings import Settings as AdminSettings
+from flightdeck_auth.app import create_app as create_auth_app
+from flightdeck_auth.settings import Settings as AuthSettings
+from flightdeck_common.auth.client import TRANSPORT_KEY
+from flightdeck_common.passwords import PasswordHasher
+from flightdeck_common.resources import Resources
+from flightdeck_common.testing.service_checks import bearer, running_app
+
+ADMIN_PASSWORD = "correct-horse-battery-42"
+SERVICE_CLIENT = "admin-service"
+SERVICE_SECRET = "admin-service-secret-for-tests-0123456789"
+REQUEST_PASSWORD = "a-long-and-unusual-passphrase"
+SigningKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+RequestFilter = Callable[[httpx.Request], bool]
+
+
+class AuthTransport(httpx.AsyncBaseTransport):
+    """Admin's way to the in-process auth app.
+
+    ``unreachable(request)`` true: the request fails as if auth were down (nothing reaches
+    auth). ``bad_gateway(request)`` true: a proxy answers 502 (nothing reaches auth either,
+    but admin cannot know). ``answer_lost(request)`` true: auth handles the request, then
+    the connection drops before its answer arrives.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+        self.unreachable: RequestFilter | None = None
+        self.bad_gateway: RequestFilter | None = None
+        self.answer_lost: RequestFilter | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.unreachable is not None and self.unreachable(request):
+            raise httpx.ConnectError("auth is down (test)", request=request)
+        if self.bad_gateway is not None and self.bad_gateway(request):
+            return httpx.Response(502, text="bad gateway (test)", request=request)
+        response = await self._inner.handle_async_request(request)
+        if self.answer_lost is not None and self.answer_lost(request):
+            await response.aread()
+            raise httpx.ReadError("connection lost (test)", request=request)
+        return response
+
+
+@dataclass
+class Onboarding:
+    auth_app: FastAPI
+    auth: httpx.AsyncClient
+    admin_app: FastAPI
+    admin: httpx.AsyncClient
+    transport: AuthTransport
+    admin_settings: AdminSettings
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    # --- auth side ------------------------------------------------------------------
+
+    async def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        response = await self.auth.post(
+            "/auth/login", json={"username": username, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    async def headers(
+        self, username: str = "admin", password: str = ADMIN_PASSWORD
+    ) -> dict[str, str]:
+        """Authorization of ``username`` (logged in once per test)."""
+        if username not in self._tokens:
+            self._tokens[username] = await self.login(username, password)
+        return bearer(self._tokens[username])
+
+    async def service_headers(self) -> dict[str, str]:
+        response = await self.auth.post(
+            "/auth/service-token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": SERVICE_CLIENT,
+                "client_secret": SERVICE_SECRET,
+            },
+        )
+        assert response.status_code == 200, response.text
+        return bearer(response.json()["access_token"])
+
+    async def create_auth_user(
+        self, username: str, password: str, role: str = "viewer", **extra: Any
+    ) -> dict[str, Any]:
+        """A user made directly at auth (not through a registration)."""
+        response = await self.auth.post(
+            "/auth/internal/users",
+            json={
+                "username": username,
+                "password_hash": await PasswordHasher().hash(password),
+                "role": role,
+                **extra,
+            },
+            headers=await self.service_headers(),
+        )
+        assert response.status_code in (200, 201), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def auth_users(self) -> dict[str, dict[str, Any]]:
+        """Every user at auth by username."""
+        response = await self.auth.get(
+            "/auth/internal/users", params={"limit": 200}, headers=await self.service_headers()
+        )
+        assert response.status_code == 200, response.text
+        return {u["username"]: u for u in response.json()["items"]}
+
+    async def register_key(
+        self, key: SigningKey, username: str = "admin", password: str = ADMIN_PASSWORD
+    ) -> None:
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        response = await self.auth.put(
+            "/auth/me/approval-key",
+            json={"public_key_pem": pem.decode()},
+            headers=await self.headers(username, password),
+        )
+        assert response.status_code == 200, response.text
+
+    # --- admin side -----------------------------------------------------------------
+
+    async def file(
+        self,
+        username: str,
+        password: str = REQUEST_PASSWORD,
+        reason: str = "joins the team",
+    ) -> httpx.Response:
+        return await self.admin.post(
+            "/admin/registration-requests",
+            json={"username": username, "password": password, "reason": reason},
+        )
+
+    async def filed(self, username: str, password: str = REQUEST_PASSWORD) -> int:
+        response = await self.file(username, password)
+        assert response.status_code == 202, response.text
+        return int(response.json()["id"])
+
+    @staticmethod
+    def sign(key: SigningKey, message: str) -> str:
+        if isinstance(key, rsa.RSAPrivateKey):
+            signature = key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
+        else:
+            signature = key.sign(message.encode())
+        return base64.b64encode(signature).decode()
+
+    async def decide(
+        self,
+        request_id: int,
+        action: str,
+        key: SigningKey,
+        *,
+        signed_at: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> httpx.Response:
+        """POST a decision signed by ``key`` over "{id}:{action}:{signed_at}"."""
+        signed_at = signed_at or datetime.now(UTC).isoformat()
+        body = {
+            "signed_at": signed_at,
+            "signature": self.sign(key, f"{request_id}:{action}:{signed_at}"),
+            **extra,
+        }
+        return await self.admin.post(
+            f"/admin/registration-requests/{request_id}/{action}",
+            json=body,
+            headers=headers or await self.headers(),
+        )
+
+    async def request_row(self, request_id: int) -> dict[str, Any]:
+        """The stored request, every column (password hash included)."""
+        async with self._admin_sessions()() as session:
+            row = await session.get(RegistrationRequest, request_id)
+            assert row is not None
+            return {c.key: getattr(row, c.key) for c in RegistrationRequest.__table__.columns}
+
+    async def set_request(self, request_id: int, **values: Any) -> None:
+        async with self._admin_sessions()() as session:
+            await session.execute(
+                update(RegistrationRequest)
+                .where(RegistrationRequest.id == request_id)
+                .values(**values)
+            )
+            await session.commit()
+
+    async def outbox(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        """Admin's outbox events (payloads), oldest first."""
+        async with self._admin_sessions()() as session:
+            statement = select(OutboxEvent).order_by(OutboxEvent.created_at)
+            if event_type is not None:
+                statement = statement.where(OutboxEvent.event_type == event_type)
+            rows = (await session.scalars(statement)).all()
+            return [json.loads(row.payload) for row in rows]
+
+    def _admin_sessions(self) -> Any:
+        resources: Resources = self.admin_app.state.resources
+        return resources.sessionmaker
+
+
+@pytest.fixture
+def admin_database_url(
+    request: pytest.FixtureRequest, backend: dict[str, Any], tmp_path: Path
+) -> Iterator[str]:
+    """Admin's own database, next to auth's: a second SQLite file, or a second PostgreSQL
+    database on the session server."""
+    if not backend["database_url"].startswith("postgresql"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"t_admin_{uuid.uuid4().hex[:12]}"
+    server.create_database(name)
+    try:
+        yield server.url(name)
+    finally:
+        if server.is_running():
+            server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def onboarding_factory(
+    backend: dict[str, Any], admin_database_url: str
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start auth and admin (admin settings overridable); stopped after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**admin_overrides: Any) -> Onboarding:
+            auth_app = create_auth_app(
+                AuthSettings(
+                    **backend,
+                    log_json=False,
+                    bootstrap_admin_password=ADMIN_PASSWORD,
+                    bootstrap_service_accounts=(
+                        f"{SERVICE_CLIENT}:{SERVICE_SECRET}:flightdeck:auth-internal"
+                    ),
+                    rate_limit_login="1000/minute",
+                    risk_off_hours_start=0,
+                    risk_off_hours_end=0,
+                    outbox_relay_enabled=False,
+                )
+            )
+            auth = await stack.enter_async_context(running_app(auth_app, "http://auth"))
+            transport = AuthTransport(auth_app)
+
+            @contextlib.asynccontextmanager
+            async def reach_auth_in_process(
+                app: FastAPI, resources: Resources
+            ) -> AsyncIterator[None]:
+                resources.extras[TRANSPORT_KEY] = transport
+                yield
+
+            settings = AdminSettings(
+                **{
+                    "database_url": admin_database_url,
+                    "redis_url": backend.get("redis_url"),
+                    "auth_url": "http://auth",
+                    "service_client_id": SERVICE_CLIENT,
+                    "service_client_secret": SERVICE_SECRET,
+                    "rate_limit_registration": "1000/hour",
+                    "log_json": False,
+                    **admin_overrides,
+                }
+            )
+            admin_app = create_admin_app(settings, first_lifespan_hooks=[reach_auth_in_process])
+            admin = await stack.enter_async_context(running_app(admin_app))
+            return Onboarding(auth_app, auth, admin_app, admin, transport, settings)
+
+        yield start
+
+
+@pytest.fixture
+async def onboarding(onboarding_factory: Callable[..., Any]) -> Onboarding:
+    harness: Onboarding = await onboarding_factory()
+    return harness
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def ed25519_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
