@@ -9,10 +9,12 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Kustomize overlay rendered by `make k8s-render` (deploy/k8s/overlays/<name>).
+OVERLAY ?= dev
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -44,9 +46,13 @@ test: install ## the whole suite (starts throwaway PostgreSQL, Redis, Traefik it
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: install ## ruff lint + format check, mypy
+lint: install ## ruff lint + format check, then mypy (typecheck)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@$(MAKE) --no-print-directory typecheck
+
+.PHONY: typecheck
+typecheck: install ## mypy --strict over libs/common and the three services
 	$(VENV)/bin/mypy
 
 .PHONY: fmt
@@ -64,6 +70,49 @@ migrate: install ## apply migrations of the three services (uses FLIGHTDECK_*_DA
 lock: | $(UV) ## refresh uv.lock after changing dependencies
 	$(UV) lock
 
+# Compose needs a Docker engine with the Compose plugin; say so plainly when there is none.
+define require_compose
+	@if ! docker compose version >/dev/null 2>&1; then \
+		echo "make $@: needs Docker with the Compose plugin ('docker compose'), not found here." >&2; \
+		echo "  docker-compose.yml is still checked without Docker by 'make deploy-check'." >&2; \
+		exit 1; \
+	fi
+	@if ! docker info >/dev/null 2>&1; then \
+		echo "make $@: 'docker compose' is installed but no Docker engine answers (is the daemon running?)." >&2; \
+		exit 1; \
+	fi
+endef
+
+.PHONY: compose-up
+compose-up: ## start the compose stack in the background and wait until it is healthy (needs Docker)
+	$(require_compose)
+	@[ -f .env ] || echo "note: no .env here; copy .env.example to .env to set secrets and options"
+	docker compose up -d --wait
+
+.PHONY: compose-down
+compose-down: ## stop and remove the compose stack's containers (volumes are kept)
+	$(require_compose)
+	docker compose down
+
+.PHONY: k8s-render
+k8s-render: ## print the Kubernetes manifests of overlay OVERLAY (dev|prod; default dev)
+	@command -v kubectl >/dev/null 2>&1 || { echo "make $@: needs kubectl (its built-in kustomize renders the overlays)" >&2; exit 1; }
+	@[ -d deploy/k8s/overlays/$(OVERLAY) ] || { echo "make $@: no overlay deploy/k8s/overlays/$(OVERLAY)" >&2; exit 1; }
+	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+
+.PHONY: k8s-validate
+k8s-validate: install ## render every overlay and validate each object against the Kubernetes schemas
+	$(PY) -m pytest libs/common/tests/deploy/test_deploy_k8s.py $(PYTEST_ARGS)
+
+.PHONY: deploy-check
+deploy-check: install ## all deployment checks: compose, Kubernetes, monitoring, workflows, Makefile
+	$(PY) -m pytest libs/common/tests/deploy $(PYTEST_ARGS)
+
 .PHONY: clean
-clean: ## remove local data (var/) and caches
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove local data (var/), build/ and caches (keeps .venv)
+	rm -rf var build .pytest_cache .mypy_cache .ruff_cache
+	find libs services -type d -name __pycache__ -prune -exec rm -rf {} +
+
+.PHONY: clean-all
+clean-all: clean ## clean, and also remove .venv and the bootstrapped .tools
+	rm -rf $(VENV) .tools
