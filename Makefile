@@ -95,10 +95,9 @@ compose-down: ## stop and remove the compose stack's containers (volumes are kep
 	docker compose down
 
 .PHONY: k8s-render
-k8s-render: ## print the Kubernetes manifests of overlay OVERLAY (dev|prod; default dev)
-	@command -v kubectl >/dev/null 2>&1 || { echo "make $@: needs kubectl (its built-in kustomize renders the overlays)" >&2; exit 1; }
+k8s-render: install ## print the Kubernetes manifests of overlay OVERLAY (dev|prod; default dev)
 	@[ -d deploy/k8s/overlays/$(OVERLAY) ] || { echo "make $@: no overlay deploy/k8s/overlays/$(OVERLAY)" >&2; exit 1; }
-	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+	$(VENV)/bin/kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
 
 .PHONY: k8s-validate
 k8s-validate: install ## render every overlay and validate each object against the Kubernetes schemas
