@@ -262,9 +262,13 @@ async def test_malformed_and_deeply_nested_bodies_are_4xx(admin_api: AdminApi) -
         assert response.headers["content-type"] == PROBLEM_JSON
 
 
-@pytest.mark.parametrize(("depth", "status"), [(64, 200), (65, 422), (900, 422), (50_000, 400)])
+# Near Python's recursion limit the JSON parser itself may give up first (400): which of
+# the two answers comes depends on how deep the stack already is, both are refusals.
+@pytest.mark.parametrize(
+    ("depth", "statuses"), [(64, {200}), (65, {422}), (900, {400, 422}), (50_000, {400})]
+)
 async def test_data_nesting_is_bounded_so_every_stored_event_can_be_served(
-    admin_api: AdminApi, new_event: Any, depth: int, status: int
+    admin_api: AdminApi, new_event: Any, depth: int, statuses: set[int]
 ) -> None:
     event = json.dumps(new_event(data={}))
     nested = '{"d":' * (depth - 1) + "{}" + "}" * (depth - 1)
@@ -273,9 +277,9 @@ async def test_data_nesting_is_bounded_so_every_stored_event_can_be_served(
     response = await admin_api.client.post(
         "/admin/internal/audit-events", content=body.encode(), headers=headers
     )
-    assert response.status_code == status, response.text
+    assert response.status_code in statuses, response.text
     assert response.headers["content-type"] == (
-        "application/json" if status == 200 else PROBLEM_JSON
+        "application/json" if response.status_code == 200 else PROBLEM_JSON
     )
     for path in ("/admin/audit-events", "/admin/audit-events/verify"):
         served = await admin_api.client.get(path, headers=admin_api.admin_headers())
