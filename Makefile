@@ -94,8 +94,12 @@ compose-down: ## stop and remove the compose stack's containers (volumes are kep
 	$(require_compose)
 	docker compose down
 
+.PHONY: k8s-dev-secrets
+k8s-dev-secrets: ## generate random secrets for the dev overlay (deploy/k8s/overlays/dev/secrets/, git-ignored)
+	python3 deploy/k8s/overlays/dev/generate_secrets.py
+
 .PHONY: k8s-render
-k8s-render: install ## print the Kubernetes manifests of overlay OVERLAY (dev|prod; default dev)
+k8s-render: install k8s-dev-secrets ## print the Kubernetes manifests of overlay OVERLAY (dev|prod; default dev)
 	@[ -d deploy/k8s/overlays/$(OVERLAY) ] || { echo "make $@: no overlay deploy/k8s/overlays/$(OVERLAY)" >&2; exit 1; }
 	$(VENV)/bin/kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
 

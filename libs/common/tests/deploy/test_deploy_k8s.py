@@ -88,6 +88,12 @@ def render(overlay: str) -> tuple[dict[str, Any], ...]:
     kubectl = find_kubectl()
     if kubectl is None:
         pytest.fail("kubectl is not installed: it renders deploy/k8s (`kubectl kustomize`)")
+    if overlay == "dev":  # its secrets are generated per clone, as `make k8s-render` does
+        subprocess.run(
+            [sys.executable, str(K8S_DIR / "overlays" / "dev" / "generate_secrets.py")],
+            check=True,
+            timeout=60,
+        )
     result = subprocess.run(
         [kubectl, "kustomize", str(K8S_DIR / "overlays" / overlay)],
         capture_output=True,
