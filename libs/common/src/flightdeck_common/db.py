@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from flightdeck_common.db_pool import TimeoutCountingQueuePool
 from flightdeck_common.settings import CommonSettings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def create_engine(settings: CommonSettings) -> AsyncEngine:
     return create_async_engine(
         url,
         echo=settings.database_echo,
+        poolclass=TimeoutCountingQueuePool,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_pool_timeout_seconds,
@@ -107,10 +109,14 @@ def _create_sqlite_engine(url: URL, settings: CommonSettings) -> AsyncEngine:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # The dialect's own rule: file databases get a queue pool, in-memory ones a StaticPool.
+    in_memory = not database or database == ":memory:" or url.query.get("mode") == "memory"
+    pool_options: dict[str, Any] = {} if in_memory else {"poolclass": TimeoutCountingQueuePool}
     engine = create_async_engine(
         url,
         echo=settings.database_echo,
         connect_args={"timeout": settings.database_statement_timeout_seconds},
+        **pool_options,
     )
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from fastapi import FastAPI, Response
@@ -15,6 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator
 
 MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
@@ -23,16 +25,19 @@ MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
 NOT_INSTRUMENTED = ["^/healthz$", "^/readyz$", "^/metrics$", "/events$", "/events/stream$"]
 
 
-def setup_metrics(app: FastAPI) -> None:
+def setup_metrics(app: FastAPI, collectors: Sequence[Collector] = ()) -> None:
     """Request count/latency histograms labelled by route template, served at ``/metrics``.
 
-    HTTP metrics live in a registry of the app's own (several apps can share a process
-    in tests); ``/metrics`` serves it together with the process-wide registry that
-    holds domain metrics and the process collectors.
+    HTTP metrics and ``collectors`` (metrics of this app's resources, such as its database
+    pool) live in a registry of the app's own (several apps can share a process in tests);
+    ``/metrics`` serves it together with the process-wide registry that holds domain
+    metrics and the process collectors.
     """
-    http_registry = CollectorRegistry(auto_describe=True)
+    app_registry = CollectorRegistry(auto_describe=True)
+    for collector in collectors:
+        app_registry.register(collector)
     Instrumentator(
-        registry=http_registry,
+        registry=app_registry,
         should_group_status_codes=False,
         should_ignore_untemplated=True,
         # The in-progress gauge is created per app and cannot be shared by several apps
@@ -46,7 +51,7 @@ def setup_metrics(app: FastAPI) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        body = generate_latest(REGISTRY) + generate_latest(http_registry)
+        body = generate_latest(REGISTRY) + generate_latest(app_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -14,8 +14,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flightdeck_common.db import create_engine, create_sessionmaker
+from flightdeck_common.db_pool import DatabasePoolCollector
 from flightdeck_common.errors import install_error_handlers
 from flightdeck_common.health import DATABASE_CHECK, REDIS_CHECK, ReadinessCheck, health_router
 from flightdeck_common.logging import configure_logging
@@ -98,7 +100,7 @@ def create_service_app(settings: CommonSettings, spec: ServiceSpec) -> FastAPI:
         app.include_router(router)
     _check_unique_operation_ids(app)
     document_problems(app)
-    setup_metrics(app)
+    setup_metrics(app, collectors=[DatabasePoolCollector(lambda: _engine_of(app))])
     SERVICE_INFO.labels(settings.service_name, spec.version).set(1)
 
     # Added innermost first: the last one added is the outermost.
@@ -125,6 +127,12 @@ def create_service_app(settings: CommonSettings, spec: ServiceSpec) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, quiet_paths=spec.quiet_paths)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _engine_of(app: FastAPI) -> AsyncEngine | None:
+    """The app's engine once its lifespan has made it."""
+    resources: Resources | None = getattr(app.state, "resources", None)
+    return resources.engine if resources is not None else None
 
 
 async def _open_resources(

@@ -16,6 +16,7 @@ from flightdeck_auth.exceptions import (
     MfaRequired,
 )
 from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.metrics import count_lockout, count_login
 from flightdeck_auth.mfa.repository import MfaChallengeRepository
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
@@ -53,6 +54,7 @@ async def password_login(
     lock = await rt.throttle.check(username, ip)
     if lock is not None:
         await audit(session, "login.locked", actor=username, ip=ip, scope=lock.scope)
+        count_login("locked")
         raise await keep_and_fail(session, _locked(lock))
 
     users = UserRepository(session)
@@ -67,8 +69,10 @@ async def password_login(
         lock = await rt.throttle.record_failure(username, ip)
         reason = "bad_password" if user is not None and user.is_active else "unknown_or_inactive"
         await audit(session, "login.failed", actor=username, ip=ip, reason=reason)
+        count_login("failed")
         if lock is not None:
             await audit(session, "login.locked", actor=username, ip=ip, scope=lock.scope)
+            count_lockout(lock.scope)
             raise await keep_and_fail(session, _locked(lock))
         raise await keep_and_fail(session, InvalidCredentials())
     assert user is not None
@@ -98,6 +102,7 @@ async def password_login(
         reasons=decision.reasons,
     )
     if decision.decision == "deny":
+        count_login("denied")
         raise await keep_and_fail(
             session, LoginDenied("This login looks too risky; contact an admin.")
         )
@@ -108,6 +113,7 @@ async def password_login(
             user.id, ip, rt.settings.mfa_token_ttl_seconds
         )
         await audit(session, "login.mfa_challenged", actor=user.username, ip=ip)
+        count_login("mfa_challenged")
         raise await keep_and_fail(
             session,
             MfaRequired(
@@ -134,6 +140,7 @@ async def complete_login(
     await audit(
         session, "login.succeeded", actor=user.username, subject=str(user.id), ip=ip, method=method
     )
+    count_login("succeeded")
     return TokenPair(
         access_token=access.token,
         refresh_token=refresh,
@@ -158,10 +165,12 @@ async def mfa_login(
     if counter is None:
         challenge.failed_attempts += 1
         await audit(session, "login.mfa_failed", actor=user.username, ip=ip)
+        count_login("mfa_failed")
         raise await keep_and_fail(session, InvalidMfaCode())
     if not await challenges.spend(challenge):
         raise InvalidMfaToken()
     if not await UserRepository(session).advance_totp_counter(user, counter):
+        count_login("mfa_failed")
         raise await keep_and_fail(session, InvalidMfaCode("This code was already used."))
     return await complete_login(session, rt, user, ip, method="password+totp")
 

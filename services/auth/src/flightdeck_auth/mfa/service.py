@@ -11,6 +11,7 @@ from flightdeck_auth.exceptions import (
     MfaNotPending,
 )
 from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.metrics import count_mfa_event
 from flightdeck_auth.mfa.schemas import TotpEnrolment
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
@@ -27,6 +28,7 @@ async def start_enrolment(session: AsyncSession, rt: AuthRuntime, user: User) ->
     user.totp_secret = rt.box.seal(secret)
     user.totp_last_counter = None
     await audit(session, "mfa.enrolment_started", actor=user.username, subject=str(user.id))
+    count_mfa_event("enrolment_started")
     return TotpEnrolment(secret=secret, otpauth_uri=provisioning_uri(secret, user.username))
 
 
@@ -38,10 +40,12 @@ async def confirm_enrolment(session: AsyncSession, rt: AuthRuntime, user: User, 
     counter = verify_totp(rt.box.open(user.totp_secret), code, last_used_counter=None)
     if counter is None:
         await audit(session, "mfa.confirm_failed", actor=user.username, subject=str(user.id))
+        count_mfa_event("confirm_failed")
         raise await keep_and_fail(session, InvalidMfaCode())
     user.totp_confirmed_at = utcnow()
     user.totp_last_counter = counter
     await audit(session, "mfa.enabled", actor=user.username, subject=str(user.id))
+    count_mfa_event("enabled")
 
 
 async def disable(session: AsyncSession, rt: AuthRuntime, user: User, code: str) -> None:
@@ -52,8 +56,10 @@ async def disable(session: AsyncSession, rt: AuthRuntime, user: User, code: str)
     )
     if counter is None or not await UserRepository(session).advance_totp_counter(user, counter):
         await audit(session, "mfa.disable_failed", actor=user.username, subject=str(user.id))
+        count_mfa_event("disable_failed")
         raise await keep_and_fail(session, InvalidMfaCode())
     user.totp_secret = None
     user.totp_confirmed_at = None
     user.totp_last_counter = None
     await audit(session, "mfa.disabled", actor=user.username, subject=str(user.id))
+    count_mfa_event("disabled")

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flightdeck_auth.exceptions import InvalidClient, InvalidScope
 from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.metrics import count_service_token
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
 from flightdeck_auth.service_accounts.models import ServiceAccount
@@ -72,12 +73,15 @@ async def issue_service_token(
         valid = await rt.hasher.verify(account.secret_hash, client_secret)
     if not valid or account is None:
         await audit(session, "service_token.denied", actor=f"svc:{client_id[:64]}", ip=ip)
+        count_service_token("denied")
         raise await keep_and_fail(session, InvalidClient())
     allowed = account.audiences.split()
     requested = scope.split() if scope else allowed
     if not requested or set(requested) - set(allowed):
+        count_service_token("denied")
         raise InvalidScope(f"allowed audiences: {' '.join(allowed)}")
     token = await rt.issuer.service_token(account.client_id, sorted(set(requested)))
+    count_service_token("issued")
     return ServiceToken(
         access_token=token.token,
         expires_in=token.expires_in,
