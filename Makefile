@@ -60,6 +60,10 @@ fmt: install ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+.PHONY: openapi
+openapi: install ## write each service's OpenAPI schema to openapi/<service>.json (review the diff)
+	$(PY) -m flightdeck_common.openapi_export
+
 .PHONY: migrate
 migrate: install ## apply migrations of the three services (uses FLIGHTDECK_*_DATABASE_URL)
 	$(VENV)/bin/flightdeck-auth migrate

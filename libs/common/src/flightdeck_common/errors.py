@@ -114,6 +114,9 @@ class FlightdeckError(Exception):
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal Server Error"
+    # Extension members the error carries (``mfa_token``, ``retry_after`` ...), with sample
+    # values: shown in the OpenAPI example of the error so clients know to look for them.
+    example_members: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -192,16 +195,43 @@ class ServiceUnavailable(FlightdeckError):
     title = "Service Unavailable"
 
 
+def problem_example(
+    status: int, code: str, title: str, members: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An OpenAPI Example Object of the problem a client receives for ``code``."""
+    value: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + code,
+        "title": title,
+        "status": status,
+        "code": code,
+    }
+    value.update(members or {})
+    return {"summary": title, "value": value}
+
+
 def problem_responses(*errors: type[FlightdeckError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries for the given error classes."""
+    """OpenAPI ``responses=`` entries for the given error classes.
+
+    One entry per status: its description lists the titles, its examples (keyed by the
+    problem ``code``) show each problem a client can get with that status.
+    """
     responses: dict[int | str, dict[str, Any]] = {}
     for error in errors:
         # Declared under application/json by FastAPI; flightdeck_common.openapi moves it.
         entry = responses.setdefault(
-            error.status_code, {"model": Problem, "description": error.title}
+            error.status_code,
+            {
+                "model": Problem,
+                "description": error.title,
+                "content": {"application/json": {"examples": {}}},
+            },
         )
         if error.title not in entry["description"]:
             entry["description"] += f" / {error.title}"
+        entry["content"]["application/json"]["examples"].setdefault(
+            error.code,
+            problem_example(error.status_code, error.code, error.title, error.example_members),
+        )
     return responses
 
 

@@ -54,6 +54,7 @@ class WeakPassword(FlightdeckError):
     status_code = 422
     code = "weak_password"
     title = "Password does not meet the policy"
+    example_members = {"rule": "too_short"}
 
     def __init__(self, detail: str | None = None, *, rule: str = "policy", **extra: Any) -> None:
         super().__init__(detail, rule=rule, **extra)

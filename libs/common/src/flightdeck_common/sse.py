@@ -143,9 +143,13 @@ def event_stream_responses(
         200: {"description": description, "content": {SSE_MEDIA_TYPE: stream}}
     }
     for status, entry in (errors or {}).items():
+        problem: dict[str, Any] = {"schema": {"$ref": PROBLEM_REF}}
+        examples = entry.get("content", {}).get("application/json", {}).get("examples")
+        if examples:
+            problem["examples"] = dict(examples)
         responses[status] = {
             "description": entry.get("description", "Error"),
-            "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+            "content": {PROBLEM_JSON: problem},
         }
     return responses
 

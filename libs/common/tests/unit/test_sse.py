@@ -77,7 +77,20 @@ def test_event_stream_responses_document_errors_as_problems() -> None:
     assert responses[404] == {
         "description": "Not Found",
         "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            "application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+                "examples": {
+                    "not_found": {
+                        "summary": "Not Found",
+                        "value": {
+                            "type": "urn:flightdeck:problem:not_found",
+                            "title": "Not Found",
+                            "status": 404,
+                            "code": "not_found",
+                        },
+                    }
+                },
+            }
         },
     }
 

@@ -17,6 +17,19 @@ from flightdeck_common.auth.client import auth_client_lifespan
 from flightdeck_common.service_app import LifespanHook, ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+OPENAPI_TAGS = [
+    {
+        "name": "registrations",
+        "description": "Account requests, filed by anyone and decided by admins with a signature.",
+    },
+    {"name": "users", "description": "User administration (held by the auth service)."},
+    {"name": "audit", "description": "The hash-chained audit log: list, verify, live stream."},
+    {"name": "policy", "description": "Login policy and approval decisions from the audit log."},
+    {
+        "name": "internal",
+        "description": "For the other Flightdeck services only (service tokens); not routed publicly.",
+    },
+]
 
 
 def create_app(
@@ -33,6 +46,7 @@ def create_app(
         version=__version__,
         routers=[registrations_router, users_router, audit_router, audit_internal_router],
         migrations_dir=MIGRATIONS_DIR,
+        openapi_tags=OPENAPI_TAGS,
         lifespan_hooks=[
             *first_lifespan_hooks,
             auth_client_lifespan,

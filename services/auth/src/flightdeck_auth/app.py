@@ -18,6 +18,19 @@ from flightdeck_common.outbox_lifespan import admin_http_sender, outbox_relay_li
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+OPENAPI_TAGS = [
+    {"name": "login", "description": "Log in (with TOTP when enrolled), refresh, log out."},
+    {"name": "me", "description": "The signed-in user: profile, password, TOTP, approval key."},
+    {"name": "tokens", "description": "Public keys (JWKS) that verify access tokens."},
+    {
+        "name": "service accounts",
+        "description": "Service tokens for machines (OAuth2 client credentials).",
+    },
+    {
+        "name": "internal",
+        "description": "For the other Flightdeck services only (service tokens); not routed publicly.",
+    },
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             auth_lifespan,
             outbox_relay_lifespan(OutboxEvent, admin_http_sender(own_admin_tokens)),
         ],
+        openapi_tags=OPENAPI_TAGS,
         quiet_paths=frozenset({"/auth/internal/revocations", "/auth/.well-known/jwks.json"}),
     )
     return create_service_app(settings or get_settings(), spec)

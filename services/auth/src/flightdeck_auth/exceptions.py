@@ -14,11 +14,14 @@ class AccountLocked(FlightdeckError):
     status_code = 423
     code = "account_locked"
     title = "Too many failed logins; temporarily locked"
+    example_members = {"retry_after": 30}
 
 
 class MfaRequired(Unauthorized):
     code = "mfa_required"
     title = "A second factor is required"
+    # Send mfa_token with a TOTP code to POST /auth/login/mfa within expires_in seconds.
+    example_members = {"mfa_token": "q5Vt3xN8cA0rJ2mW9yK4pL7sD1fG6hZe", "expires_in": 300}
 
 
 class InvalidMfaCode(Unauthorized):

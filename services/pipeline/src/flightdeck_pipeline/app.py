@@ -20,6 +20,16 @@ from flightdeck_pipeline.settings import Settings, get_settings
 from flightdeck_pipeline.webhooks.router import router as webhooks_router
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+OPENAPI_TAGS = [
+    {"name": "runs", "description": "Pipeline runs, their jobs and log lines."},
+    {
+        "name": "deployments",
+        "description": "Deployments and incidents reported by systems other than GitHub.",
+    },
+    {"name": "metrics", "description": "Run statistics, daily history and DORA metrics."},
+    {"name": "events", "description": "Live stream of run and deployment changes (SSE)."},
+    {"name": "webhooks", "description": "The GitHub webhook receiver (HMAC-signed deliveries)."},
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pipeline_lifespan,
             outbox_relay_lifespan(OutboxEvent),
         ],
+        openapi_tags=OPENAPI_TAGS,
         body_limit_overrides={"/pipelines/webhooks/": 25 * MIB},
     )
     return create_service_app(settings or get_settings(), spec)

@@ -45,6 +45,7 @@ from flightdeck_common.auth.errors import (
     InsufficientRole,
     InvalidToken,
     MfaEnrolmentRequired,
+    TokenRevoked,
 )
 from flightdeck_common.auth.verifier import TokenVerifier
 from flightdeck_common.errors import problem_responses
@@ -62,9 +63,9 @@ bearer_scheme = HTTPBearer(
 )
 
 USER_AUTH_RESPONSES = problem_responses(
-    InvalidToken, InsufficientRole, MfaEnrolmentRequired, AuthUnavailable
+    InvalidToken, TokenRevoked, InsufficientRole, MfaEnrolmentRequired, AuthUnavailable
 )
-SERVICE_AUTH_RESPONSES = problem_responses(InvalidToken, AuthUnavailable)
+SERVICE_AUTH_RESPONSES = problem_responses(InvalidToken, TokenRevoked, AuthUnavailable)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class InsufficientRole(Forbidden):
 
     code = "insufficient_role"
     title = "Insufficient role"
+    example_members = {"required_role": "operator"}
 
 
 class MfaEnrolmentRequired(Forbidden):

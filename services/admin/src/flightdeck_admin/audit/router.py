@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Body, Depends, Header, Query
 
 from flightdeck_admin.audit import policy
 from flightdeck_admin.audit.chain import append_events, verify_chain
 from flightdeck_admin.audit.repository import AuditRepository
 from flightdeck_admin.audit.schemas import (
+    AUDIT_BATCH_EXAMPLES,
     NO_NUL_PATTERN,
     AuditAppendOutcome,
     AuditEventBatch,
@@ -83,7 +84,9 @@ audit_routes = APIRouter(tags=["audit"])
     responses=SERVICE_AUTH_RESPONSES,
 )
 async def append_audit_events(
-    caller: AuditSubmitter, body: AuditEventBatch, session: SessionDep
+    caller: AuditSubmitter,
+    body: Annotated[AuditEventBatch, Body(openapi_examples=AUDIT_BATCH_EXAMPLES)],
+    session: SessionDep,
 ) -> AuditAppendOutcome:
     """Chain a batch of audit events (1 to 500); idempotent by event id, so retry freely."""
     source = caller.client_id or caller.sub

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Self
 
 from fastapi import Query
+from fastapi.openapi.models import Example
 from pydantic import BaseModel, Field, model_validator
 
 from flightdeck_admin.audit.chain import VerifyResult
@@ -81,6 +82,36 @@ class AuditEventBatch(BaseModel):
     """What ``flightdeck_common.outbox_relay.http_sender`` posts."""
 
     events: list[AuditEventIn] = Field(min_length=1, max_length=MAX_INGEST_BATCH)
+
+
+AUDIT_BATCH_EXAMPLES: dict[str, Example] = {
+    "batch": {
+        "summary": "Two events from the pipeline service's outbox",
+        "value": {
+            "events": [
+                {
+                    "id": "0b7f4c1e-3f5a-4d8e-9c21-6a1d2e3f4b5c",
+                    "type": "pipeline.run.upserted",
+                    "service": "pipeline",
+                    "actor": "alice",
+                    "subject": "acme/shop#1042",
+                    "occurred_at": "2026-11-25T10:04:30Z",
+                    "request_id": "9d4c6a0e2b7f4e1a",
+                    "data": {"status": "completed", "conclusion": "success"},
+                },
+                {
+                    "id": "5e2a9b7c-1d4f-4a3b-8e6d-0c9f8a7b6e5d",
+                    "type": "pipeline.deployment.recorded",
+                    "service": "pipeline",
+                    "actor": "alice",
+                    "subject": "acme/shop@production",
+                    "occurred_at": "2026-11-25T10:06:00Z",
+                    "data": {"sha": "9fceb02d0ae598e95dc970b74767f19372d61af8"},
+                },
+            ]
+        },
+    }
+}
 
 
 class AuditAppendOutcome(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Body, Depends, Query, status
 
 from flightdeck_admin.auth_api import AuthApiDep, AuthRejected, UsernameTaken
 from flightdeck_admin.registrations import service
@@ -24,6 +24,9 @@ from flightdeck_admin.registrations.exceptions import (
 from flightdeck_admin.registrations.models import RequestStatus
 from flightdeck_admin.registrations.repository import RegistrationRepository
 from flightdeck_admin.registrations.schemas import (
+    APPROVAL_EXAMPLES,
+    REGISTRATION_EXAMPLES,
+    REJECTION_EXAMPLES,
     ApprovalDecision,
     RegistrationCreate,
     RegistrationRequestFiled,
@@ -36,6 +39,7 @@ from flightdeck_common.auth.errors import (
     InsufficientRole,
     InvalidToken,
     MfaEnrolmentRequired,
+    TokenRevoked,
 )
 from flightdeck_common.dependencies import ClientIp, ResourcesDep, SessionDep
 from flightdeck_common.errors import (
@@ -55,7 +59,7 @@ router = APIRouter(prefix="/admin", tags=["registrations"])
 def _admin_route_errors(*errors: type[FlightdeckError]) -> dict[int | str, dict[str, Any]]:
     """The problems of an admin-only route: authentication's and its own, one entry per status."""
     return problem_responses(
-        InvalidToken, InsufficientRole, MfaEnrolmentRequired, AuthUnavailable, *errors
+        InvalidToken, TokenRevoked, InsufficientRole, MfaEnrolmentRequired, AuthUnavailable, *errors
     )
 
 
@@ -69,6 +73,8 @@ REVIEW_ERRORS: tuple[type[FlightdeckError], ...] = (
     ApprovalKeyRequired,
     InvalidDecisionSignature,
     AuthUnavailable,
+    # Any other refusal of auth's internal API, passed on with auth's status and code.
+    AuthRejected,
 )
 
 
@@ -76,13 +82,19 @@ REVIEW_ERRORS: tuple[type[FlightdeckError], ...] = (
     "/registration-requests",
     response_model=RegistrationRequestFiled,
     status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask for an account",
     dependencies=[Depends(rate_limit("registration"))],
     responses=problem_responses(
-        InvalidUsername, WeakPassword, UsernameUnavailable, RateLimited, AuthUnavailable
+        InvalidUsername,
+        WeakPassword,
+        UsernameUnavailable,
+        RateLimited,
+        AuthUnavailable,
+        AuthRejected,
     ),
 )
 async def create_registration_request(
-    body: RegistrationCreate,
+    body: Annotated[RegistrationCreate, Body(openapi_examples=REGISTRATION_EXAMPLES)],
     session: SessionDep,
     api: AuthApiDep,
     hasher: PasswordHasherDep,
@@ -96,6 +108,7 @@ async def create_registration_request(
 @router.get(
     "/registration-requests",
     response_model=Page[RegistrationRequestRead],
+    summary="List registration requests",
     responses=_admin_route_errors(InvalidCursor),
 )
 async def list_registration_requests(
@@ -117,6 +130,7 @@ async def list_registration_requests(
 @router.get(
     "/registration-requests/{request_id}",
     response_model=RegistrationRequestRead,
+    summary="Read a registration request",
     responses=_admin_route_errors(RegistrationRequestNotFound),
 )
 async def read_registration_request(
@@ -129,11 +143,12 @@ async def read_registration_request(
 @router.post(
     "/registration-requests/{request_id}/approve",
     response_model=RegistrationRequestRead,
-    responses=_admin_route_errors(*REVIEW_ERRORS, UsernameTaken, AuthRejected),
+    summary="Approve a registration request (signed)",
+    responses=_admin_route_errors(*REVIEW_ERRORS, UsernameTaken),
 )
 async def approve_registration_request(
     request_id: IdPath,
-    body: ApprovalDecision,
+    body: Annotated[ApprovalDecision, Body(openapi_examples=APPROVAL_EXAMPLES)],
     admin: AdminUser,
     resources: ResourcesDep,
     api: AuthApiDep,
@@ -150,11 +165,12 @@ async def approve_registration_request(
 @router.post(
     "/registration-requests/{request_id}/reject",
     response_model=RegistrationRequestRead,
+    summary="Reject a registration request (signed)",
     responses=_admin_route_errors(*REVIEW_ERRORS, ApprovalMayHaveSucceeded),
 )
 async def reject_registration_request(
     request_id: IdPath,
-    body: ReviewDecision,
+    body: Annotated[ReviewDecision, Body(openapi_examples=REJECTION_EXAMPLES)],
     admin: AdminUser,
     resources: ResourcesDep,
     api: AuthApiDep,

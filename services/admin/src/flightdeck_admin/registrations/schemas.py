@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from fastapi.openapi.models import Example
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from flightdeck_admin.registrations.models import RequestStatus
@@ -98,3 +99,44 @@ class ReviewDecision(BaseModel):
 
 class ApprovalDecision(ReviewDecision):
     role: Role = Field(Role.VIEWER, description="Role of the new account.")
+
+
+REGISTRATION_EXAMPLES: dict[str, Example] = {
+    "request": {
+        "summary": "Ask for an account",
+        "value": {
+            "username": "alice",
+            "password": "correct horse battery staple",
+            "reason": "On-call for the checkout team from December.",
+        },
+    }
+}
+_SIGNATURE_EXAMPLE = (
+    "0P/c+fFF1k2qwNpYIaVRdJx6riPbITEoE8eKCZFTBEzLGz8mGxakl8V7bTOT4daMGSAVxM9+7hlHWwWD/0MaOA=="
+)
+APPROVAL_EXAMPLES: dict[str, Example] = {
+    "approve": {
+        "summary": "Approve request 17 as an operator",
+        "description": (
+            'The signature covers "17:approve:2026-11-25T10:15:00+00:00" '
+            "(request id, decision, signed_at exactly as sent)."
+        ),
+        "value": {
+            "role": "operator",
+            "note": "Checkout team, confirmed with their lead.",
+            "signed_at": "2026-11-25T10:15:00+00:00",
+            "signature": _SIGNATURE_EXAMPLE,
+        },
+    }
+}
+REJECTION_EXAMPLES: dict[str, Example] = {
+    "reject": {
+        "summary": "Reject request 18",
+        "description": 'The signature covers "18:reject:2026-11-25T10:16:30+00:00".',
+        "value": {
+            "note": "Unknown requester.",
+            "signed_at": "2026-11-25T10:16:30+00:00",
+            "signature": _SIGNATURE_EXAMPLE,
+        },
+    }
+}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 
 from flightdeck_admin.auth_api import AuthApiDep, AuthRejected, LastAdmin, UserNotFound
 from flightdeck_admin.users import service
-from flightdeck_admin.users.schemas import UserRead, UserUpdate
+from flightdeck_admin.users.schemas import USER_UPDATE_EXAMPLES, UserRead, UserUpdate
 from flightdeck_common.auth.claims import Role
 from flightdeck_common.auth.dependencies import AdminUser
 from flightdeck_common.auth.errors import (
@@ -16,6 +16,7 @@ from flightdeck_common.auth.errors import (
     InsufficientRole,
     InvalidToken,
     MfaEnrolmentRequired,
+    TokenRevoked,
 )
 from flightdeck_common.dependencies import ClientIp, SessionDep
 from flightdeck_common.errors import InvalidCursor, problem_responses
@@ -24,12 +25,21 @@ from flightdeck_common.params import IdPath
 
 router = APIRouter(prefix="/admin", tags=["users"])
 
-_AUTH_ERRORS = (InvalidToken, InsufficientRole, MfaEnrolmentRequired, AuthUnavailable)
+# Authentication's problems, and any refusal of auth's internal API passed on as is.
+_AUTH_ERRORS = (
+    InvalidToken,
+    TokenRevoked,
+    InsufficientRole,
+    MfaEnrolmentRequired,
+    AuthUnavailable,
+    AuthRejected,
+)
 
 
 @router.get(
     "/users",
     response_model=Page[UserRead],
+    summary="List users",
     responses=problem_responses(*_AUTH_ERRORS, InvalidCursor),
 )
 async def list_users(
@@ -52,6 +62,7 @@ async def list_users(
 @router.get(
     "/users/{user_id}",
     response_model=UserRead,
+    summary="Read a user",
     responses=problem_responses(*_AUTH_ERRORS, UserNotFound),
 )
 async def read_user(user_id: IdPath, admin: AdminUser, api: AuthApiDep) -> UserRead:
@@ -62,11 +73,12 @@ async def read_user(user_id: IdPath, admin: AdminUser, api: AuthApiDep) -> UserR
 @router.patch(
     "/users/{user_id}",
     response_model=UserRead,
-    responses=problem_responses(*_AUTH_ERRORS, UserNotFound, LastAdmin, AuthRejected),
+    summary="Change a user's role or active flag",
+    responses=problem_responses(*_AUTH_ERRORS, UserNotFound, LastAdmin),
 )
 async def update_user(
     user_id: IdPath,
-    body: UserUpdate,
+    body: Annotated[UserUpdate, Body(openapi_examples=USER_UPDATE_EXAMPLES)],
     admin: AdminUser,
     api: AuthApiDep,
     session: SessionDep,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastapi.openapi.models import Example
 from pydantic import BaseModel, Field, model_validator
 
 from flightdeck_admin.auth_api import AuthUser
@@ -23,3 +24,12 @@ class UserUpdate(BaseModel):
         if self.role is None and self.is_active is None:
             raise ValueError("give role and/or is_active")
         return self
+
+
+USER_UPDATE_EXAMPLES: dict[str, Example] = {
+    "promote": {"summary": "Make a user an operator", "value": {"role": "operator"}},
+    "deactivate": {
+        "summary": "Deactivate a user (ends their sessions)",
+        "value": {"is_active": False},
+    },
+}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -21,10 +21,19 @@ from flightdeck_auth.users import service
 from flightdeck_auth.users.models import User
 from flightdeck_auth.users.repository import UserRepository
 from flightdeck_auth.users.schemas import ApprovalKeyRead, UserRead, user_read
+from flightdeck_auth.users.service import InvalidPasswordHash
 from flightdeck_common.auth.claims import Role
-from flightdeck_common.errors import InvalidCursor, problem_responses
+from flightdeck_common.auth.errors import InvalidToken, TokenRevoked
+from flightdeck_common.errors import FlightdeckError, InvalidCursor, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_DB_INT, MAX_PAGE_SIZE, Page
 from flightdeck_common.params import IdPath
+from flightdeck_common.passwords import InvalidUsername
+
+
+def _service_route_errors(*errors: type[FlightdeckError]) -> dict[int | str, dict[str, Any]]:
+    """A service token's problems (missing, invalid, revoked) and the route's own."""
+    return problem_responses(InvalidToken, TokenRevoked, *errors)
+
 
 router = APIRouter(prefix="/auth/internal", tags=["internal"])
 
@@ -40,9 +49,10 @@ async def _user(session: SessionDep, user_id: int) -> User:
     "/users",
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
+    summary="Create a user from a password hash",
     responses={
         200: {"model": UserRead, "description": "Already created with this idempotency key"},
-        **problem_responses(UsernameTaken),
+        **_service_route_errors(UsernameTaken, InvalidPasswordHash, InvalidUsername),
     },
 )
 async def create_internal_user(
@@ -62,7 +72,12 @@ async def create_internal_user(
     return user_read(user)
 
 
-@router.get("/users", response_model=Page[UserRead], responses=problem_responses(InvalidCursor))
+@router.get(
+    "/users",
+    response_model=Page[UserRead],
+    summary="List users",
+    responses=_service_route_errors(InvalidCursor),
+)
 async def list_internal_users(
     claims: ServiceClaims,
     session: SessionDep,
@@ -87,7 +102,12 @@ async def list_internal_users(
     return Page[UserRead](items=[user_read(u) for u in rows], next_cursor=next_cursor)
 
 
-@router.get("/users/{user_id}", response_model=UserRead, responses=problem_responses(UserNotFound))
+@router.get(
+    "/users/{user_id}",
+    response_model=UserRead,
+    summary="Read a user",
+    responses=_service_route_errors(UserNotFound),
+)
 async def read_internal_user(
     user_id: IdPath, claims: ServiceClaims, session: SessionDep
 ) -> UserRead:
@@ -98,7 +118,8 @@ async def read_internal_user(
 @router.patch(
     "/users/{user_id}",
     response_model=UserRead,
-    responses=problem_responses(UserNotFound, LastAdmin),
+    summary="Change a user's role or active flag",
+    responses=_service_route_errors(UserNotFound, LastAdmin),
 )
 async def update_internal_user(
     user_id: IdPath,
@@ -123,7 +144,8 @@ async def update_internal_user(
 @router.get(
     "/users/{user_id}/approval-key",
     response_model=ApprovalKeyRead,
-    responses=problem_responses(UserNotFound, ApprovalKeyNotFound),
+    summary="Read a user's approval key",
+    responses=_service_route_errors(UserNotFound, ApprovalKeyNotFound),
 )
 async def read_approval_key(
     user_id: IdPath, claims: ServiceClaims, session: SessionDep
@@ -142,7 +164,12 @@ async def read_approval_key(
     )
 
 
-@router.get("/revocations", response_model=RevocationFeed)
+@router.get(
+    "/revocations",
+    response_model=RevocationFeed,
+    summary="Follow token revocations",
+    responses=_service_route_errors(),
+)
 async def list_revocations(
     claims: ServiceClaims,
     session: SessionDep,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, status
 
 from flightdeck_auth.dependencies import ClientIp, MeClaims, SessionDep
 from flightdeck_auth.exceptions import (
@@ -15,9 +17,15 @@ from flightdeck_auth.exceptions import (
     MfaRequired,
 )
 from flightdeck_auth.login import service
-from flightdeck_auth.login.schemas import LoginRequest, MfaLoginRequest
+from flightdeck_auth.login.schemas import (
+    LOGIN_EXAMPLES,
+    MFA_LOGIN_EXAMPLES,
+    LoginRequest,
+    MfaLoginRequest,
+)
 from flightdeck_auth.runtime import RuntimeDep
 from flightdeck_auth.tokens.schemas import LogoutRequest, RefreshRequest, TokenPair
+from flightdeck_common.auth.errors import InvalidToken, TokenRevoked
 from flightdeck_common.errors import RateLimited, problem_responses
 from flightdeck_common.rate_limit import rate_limit
 
@@ -27,24 +35,39 @@ router = APIRouter(prefix="/auth", tags=["login"])
 @router.post(
     "/login",
     response_model=TokenPair,
+    summary="Log in with username and password",
     dependencies=[Depends(rate_limit("login"))],
     responses=problem_responses(
         InvalidCredentials, MfaRequired, LoginDenied, AccountLocked, RateLimited
     ),
 )
-async def login(body: LoginRequest, session: SessionDep, rt: RuntimeDep, ip: ClientIp) -> TokenPair:
-    """Log in with username and password."""
+async def login(
+    body: Annotated[LoginRequest, Body(openapi_examples=LOGIN_EXAMPLES)],
+    session: SessionDep,
+    rt: RuntimeDep,
+    ip: ClientIp,
+) -> TokenPair:
+    """Log in with username and password.
+
+    An account with TOTP gets a 401 problem `mfa_required` carrying `mfa_token`: send it
+    with a code to `POST /auth/login/mfa`. Repeated failures lock the username or the
+    client address for a while (423, with `Retry-After`).
+    """
     return await service.password_login(session, rt, body.username, body.password, ip)
 
 
 @router.post(
     "/login/mfa",
     response_model=TokenPair,
+    summary="Complete a login with a TOTP code",
     dependencies=[Depends(rate_limit("login"))],
     responses=problem_responses(InvalidMfaToken, InvalidMfaCode, RateLimited),
 )
 async def login_mfa(
-    body: MfaLoginRequest, session: SessionDep, rt: RuntimeDep, ip: ClientIp
+    body: Annotated[MfaLoginRequest, Body(openapi_examples=MFA_LOGIN_EXAMPLES)],
+    session: SessionDep,
+    rt: RuntimeDep,
+    ip: ClientIp,
 ) -> TokenPair:
     """Complete a login with the mfa_token and a TOTP code."""
     return await service.mfa_login(session, rt, body.mfa_token, body.code, ip)
@@ -53,6 +76,7 @@ async def login_mfa(
 @router.post(
     "/token/refresh",
     response_model=TokenPair,
+    summary="Exchange a refresh token for a new token pair",
     dependencies=[Depends(rate_limit("refresh"))],
     responses=problem_responses(InvalidRefreshToken, RateLimited),
 )
@@ -66,7 +90,8 @@ async def refresh_token(
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(InvalidCredentials),
+    summary="Log out (end this session)",
+    responses=problem_responses(InvalidToken, TokenRevoked),
 )
 async def logout(
     body: LogoutRequest, claims: MeClaims, session: SessionDep, rt: RuntimeDep, ip: ClientIp

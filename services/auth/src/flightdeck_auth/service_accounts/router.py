@@ -20,6 +20,7 @@ router = APIRouter(prefix="/auth", tags=["service accounts"])
 @router.post(
     "/service-token",
     response_model=ServiceToken,
+    summary="Issue a service token (OAuth2 client credentials)",
     dependencies=[Depends(rate_limit("service_token"))],
     responses=problem_responses(InvalidClient, InvalidScope, UnsupportedGrantType, RateLimited),
 )

@@ -18,13 +18,22 @@ from flightdeck_auth.runtime import RuntimeDep
 from flightdeck_auth.security.approval_keys import InvalidApprovalKey
 from flightdeck_auth.users import service
 from flightdeck_auth.users.schemas import ApprovalKeyUpdate, PasswordChange, UserRead, user_read
-from flightdeck_common.errors import problem_responses
+from flightdeck_common.auth.errors import InvalidToken, TokenRevoked
+from flightdeck_common.errors import FlightdeckError, Unauthorized, problem_responses
 from flightdeck_common.passwords import WeakPassword
 
 router = APIRouter(prefix="/auth/me", tags=["me"])
 
+# A missing, invalid or revoked token, or an account deactivated since it was issued.
+SIGNED_IN_ERRORS: tuple[type[FlightdeckError], ...] = (InvalidToken, TokenRevoked, Unauthorized)
 
-@router.get("", response_model=UserRead, responses=problem_responses(InvalidCredentials))
+
+@router.get(
+    "",
+    response_model=UserRead,
+    summary="Read the signed-in user",
+    responses=problem_responses(*SIGNED_IN_ERRORS),
+)
 async def read_me(user: CurrentUserRow) -> UserRead:
     """The signed-in user."""
     return user_read(user)
@@ -33,7 +42,8 @@ async def read_me(user: CurrentUserRow) -> UserRead:
 @router.post(
     "/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(InvalidCredentials, WeakPassword),
+    summary="Change my password",
+    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidCredentials, WeakPassword),
 )
 async def change_my_password(
     body: PasswordChange, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
@@ -46,7 +56,8 @@ async def change_my_password(
     "/mfa/totp",
     response_model=TotpEnrolment,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(MfaAlreadyEnabled),
+    summary="Start TOTP enrolment",
+    responses=problem_responses(*SIGNED_IN_ERRORS, MfaAlreadyEnabled),
 )
 async def start_totp_enrolment(
     user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
@@ -58,7 +69,10 @@ async def start_totp_enrolment(
 @router.post(
     "/mfa/totp/confirm",
     response_model=UserRead,
-    responses=problem_responses(InvalidMfaCode, MfaAlreadyEnabled, MfaNotPending),
+    summary="Confirm TOTP enrolment with a code",
+    responses=problem_responses(
+        *SIGNED_IN_ERRORS, InvalidMfaCode, MfaAlreadyEnabled, MfaNotPending
+    ),
 )
 async def confirm_totp_enrolment(
     body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
@@ -71,7 +85,8 @@ async def confirm_totp_enrolment(
 @router.delete(
     "/mfa/totp",
     response_model=UserRead,
-    responses=problem_responses(InvalidMfaCode, MfaNotEnabled),
+    summary="Turn TOTP off",
+    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidMfaCode, MfaNotEnabled),
 )
 async def disable_totp(
     body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
@@ -84,7 +99,8 @@ async def disable_totp(
 @router.put(
     "/approval-key",
     response_model=UserRead,
-    responses=problem_responses(InvalidApprovalKey),
+    summary="Register my approval key",
+    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidApprovalKey),
 )
 async def set_my_approval_key(
     body: ApprovalKeyUpdate, user: CurrentUserRow, session: SessionDep

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Body, Query, status
 from sqlalchemy import select
 
 from flightdeck_common.db import utcnow
@@ -22,6 +22,9 @@ from flightdeck_pipeline.dependencies import (
 from flightdeck_pipeline.deployments.models import Deployment, Incident
 from flightdeck_pipeline.deployments.repository import is_production
 from flightdeck_pipeline.deployments.schemas import (
+    DEPLOYMENT_EXAMPLES,
+    INCIDENT_EXAMPLES,
+    INCIDENT_RESOLVE_EXAMPLES,
     DeploymentCreate,
     DeploymentRead,
     DeploymentState,
@@ -53,7 +56,10 @@ class _Incidents(RepositoryBase[Incident]):
 
 
 @router.get(
-    "/deployments", response_model=Page[DeploymentRead], responses=problem_responses(InvalidCursor)
+    "/deployments",
+    response_model=Page[DeploymentRead],
+    summary="List deployments",
+    responses=problem_responses(InvalidCursor),
 )
 async def list_deployments(
     user: CurrentUser,
@@ -77,9 +83,17 @@ async def list_deployments(
     )
 
 
-@router.post("/deployments", response_model=DeploymentRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/deployments",
+    response_model=DeploymentRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Record a deployment",
+)
 async def create_deployment(
-    body: DeploymentCreate, user: OperatorUser, session: SessionDep, rt: RuntimeDep
+    body: Annotated[DeploymentCreate, Body(openapi_examples=DEPLOYMENT_EXAMPLES)],
+    user: OperatorUser,
+    session: SessionDep,
+    rt: RuntimeDep,
 ) -> DeploymentRead:
     """Record a deployment made outside GitHub."""
     at = body.deployed_at or utcnow()
@@ -119,7 +133,10 @@ async def create_deployment(
 
 
 @router.get(
-    "/incidents", response_model=Page[IncidentRead], responses=problem_responses(InvalidCursor)
+    "/incidents",
+    response_model=Page[IncidentRead],
+    summary="List incidents",
+    responses=problem_responses(InvalidCursor),
 )
 async def list_incidents(
     user: CurrentUser,
@@ -143,9 +160,17 @@ async def list_incidents(
     )
 
 
-@router.post("/incidents", response_model=IncidentRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/incidents",
+    response_model=IncidentRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Open an incident",
+)
 async def create_incident(
-    body: IncidentCreate, user: OperatorUser, session: SessionDep, rt: RuntimeDep
+    body: Annotated[IncidentCreate, Body(openapi_examples=INCIDENT_EXAMPLES)],
+    user: OperatorUser,
+    session: SessionDep,
+    rt: RuntimeDep,
 ) -> IncidentRead:
     """Open an incident; it is attributed to the latest production deployment before it."""
     incident = Incident(
@@ -169,11 +194,13 @@ async def create_incident(
 @router.post(
     "/incidents/{incident_pk}/resolve",
     response_model=IncidentRead,
-    responses=problem_responses(IncidentNotFound, IncidentAlreadyResolved),
+    summary="Resolve an incident",
+    # Conflict: a resolution time before the incident opened.
+    responses=problem_responses(IncidentNotFound, IncidentAlreadyResolved, Conflict),
 )
 async def resolve_incident(
     incident_pk: IdPath,
-    body: IncidentResolve,
+    body: Annotated[IncidentResolve, Body(openapi_examples=INCIDENT_RESOLVE_EXAMPLES)],
     user: OperatorUser,
     session: SessionDep,
     rt: RuntimeDep,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from fastapi.openapi.models import Example
 from pydantic import BaseModel, ConfigDict, Field
 
 from flightdeck_common.params import UtcDatetime
@@ -72,3 +73,31 @@ class IncidentCreate(BaseModel):
 
 class IncidentResolve(BaseModel):
     resolved_at: UtcDatetime | None = Field(None, description="Defaults to now.")
+
+
+DEPLOYMENT_EXAMPLES: dict[str, Example] = {
+    "production": {
+        "summary": "A successful production deployment",
+        "value": {
+            "repository": "acme/shop",
+            "environment": "production",
+            "sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+            "ref": "main",
+            "status": "success",
+            "deployed_at": "2026-11-25T10:06:00Z",
+        },
+    }
+}
+INCIDENT_EXAMPLES: dict[str, Example] = {
+    "outage": {
+        "summary": "An incident opened now",
+        "value": {"repository": "acme/shop", "title": "Checkout returns 500 for every cart"},
+    }
+}
+INCIDENT_RESOLVE_EXAMPLES: dict[str, Example] = {
+    "now": {"summary": "Resolved now", "value": {}},
+    "earlier": {
+        "summary": "Resolved at a given time",
+        "value": {"resolved_at": "2026-11-25T11:30:00Z"},
+    },
+}

@@ -44,6 +44,7 @@ router = APIRouter(prefix="/pipelines", tags=["events"])
     "/events",
     response_class=EventSourceResponse,
     status_code=200,
+    summary="Stream run and deployment changes (SSE)",
     responses=event_stream_responses(
         EVENT_STREAM_DESCRIPTION, example=EVENT_STREAM_EXAMPLE, errors=USER_AUTH_RESPONSES
     ),

@@ -67,6 +67,7 @@ def _distinct(values: list[str] | None) -> list[str]:
     "/stats",
     response_model=RunStats,
     status_code=200,
+    summary="Run statistics",
     responses=problem_responses(InvalidTimeWindow),
 )
 async def read_stats(
@@ -93,7 +94,7 @@ async def read_stats(
     return await cache.get_or_compute("stats", params, compute)
 
 
-@router.get("/history", response_model=RunHistory, status_code=200)
+@router.get("/history", response_model=RunHistory, status_code=200, summary="Runs per day")
 async def read_history(
     session: SessionDep,
     viewer: CurrentUser,
@@ -137,7 +138,7 @@ async def read_history(
     return await cache.get_or_compute("history", params, compute)
 
 
-@router.get("/dora", response_model=DoraReport, status_code=200)
+@router.get("/dora", response_model=DoraReport, status_code=200, summary="DORA metrics")
 async def read_dora(
     session: SessionDep,
     viewer: CurrentUser,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 
 from flightdeck_common.db import utcnow
 from flightdeck_common.errors import InvalidCursor, problem_responses
@@ -22,6 +22,9 @@ from flightdeck_pipeline.runs.exceptions import IllegalTransition, RunNotFound
 from flightdeck_pipeline.runs.models import LogLine
 from flightdeck_pipeline.runs.repository import LogQueries, RunQueries
 from flightdeck_pipeline.runs.schemas import (
+    LOG_LINES_EXAMPLES,
+    RUN_STATUS_CHANGE_EXAMPLES,
+    RUN_UPSERT_EXAMPLES,
     JobRead,
     LogLevel,
     LogLineRead,
@@ -39,7 +42,12 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str | None, Query(max_length=512)]
 
 
-@router.get("", response_model=Page[RunRead], responses=problem_responses(InvalidCursor))
+@router.get(
+    "",
+    response_model=Page[RunRead],
+    summary="List runs",
+    responses=problem_responses(InvalidCursor),
+)
 async def list_pipelines(
     user: CurrentUser,
     session: SessionDep,
@@ -68,7 +76,12 @@ async def list_pipelines(
     return Page[RunRead](items=[RunRead.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/logs", response_model=Page[LogLineRead], responses=problem_responses(InvalidCursor))
+@router.get(
+    "/logs",
+    response_model=Page[LogLineRead],
+    summary="List recent log lines of all runs",
+    responses=problem_responses(InvalidCursor),
+)
 async def list_recent_logs(
     user: CurrentUser,
     session: SessionDep,
@@ -89,10 +102,15 @@ async def list_recent_logs(
     "",
     response_model=RunRead,
     status_code=status.HTTP_201_CREATED,
+    summary="Report a run (create or update)",
     responses={200: {"model": RunRead, "description": "An existing run was updated"}},
 )
 async def upsert_pipeline(
-    body: RunUpsert, user: OperatorUser, session: SessionDep, rt: RuntimeDep, response: Response
+    body: Annotated[RunUpsert, Body(openapi_examples=RUN_UPSERT_EXAMPLES)],
+    user: OperatorUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    response: Response,
 ) -> RunRead:
     """Report a run from another CI system: created, or updated by (repository, run_id)."""
     run, created = await service.upsert_manual_run(session, rt, body, user)
@@ -102,7 +120,12 @@ async def upsert_pipeline(
     return RunRead.model_validate(run)
 
 
-@router.get("/{run_pk}", response_model=RunDetail, responses=problem_responses(RunNotFound))
+@router.get(
+    "/{run_pk}",
+    response_model=RunDetail,
+    summary="Read a run with its jobs",
+    responses=problem_responses(RunNotFound),
+)
 async def read_pipeline(run_pk: IdPath, user: CurrentUser, session: SessionDep) -> RunDetail:
     """One run with its jobs."""
     run = await service.get_run(session, run_pk)
@@ -115,10 +138,15 @@ async def read_pipeline(run_pk: IdPath, user: CurrentUser, session: SessionDep) 
 @router.patch(
     "/{run_pk}",
     response_model=RunRead,
+    summary="Move a run forward",
     responses=problem_responses(RunNotFound, IllegalTransition),
 )
 async def update_pipeline_status(
-    run_pk: IdPath, body: RunStatusChange, user: OperatorUser, session: SessionDep, rt: RuntimeDep
+    run_pk: IdPath,
+    body: Annotated[RunStatusChange, Body(openapi_examples=RUN_STATUS_CHANGE_EXAMPLES)],
+    user: OperatorUser,
+    session: SessionDep,
+    rt: RuntimeDep,
 ) -> RunRead:
     """Move a run forward (queued -> in_progress -> completed); 409 otherwise."""
     run = await service.get_run(session, run_pk)
@@ -130,6 +158,7 @@ async def update_pipeline_status(
 @router.get(
     "/{run_pk}/logs",
     response_model=Page[LogLineRead],
+    summary="List a run's log lines",
     responses=problem_responses(RunNotFound, InvalidCursor),
 )
 async def list_pipeline_logs(
@@ -151,10 +180,15 @@ async def list_pipeline_logs(
     "/{run_pk}/logs",
     status_code=status.HTTP_201_CREATED,
     response_model=list[LogLineRead],
+    summary="Append log lines to a run",
     responses=problem_responses(RunNotFound),
 )
 async def append_pipeline_logs(
-    run_pk: IdPath, body: LogLinesCreate, user: OperatorUser, session: SessionDep, rt: RuntimeDep
+    run_pk: IdPath,
+    body: Annotated[LogLinesCreate, Body(openapi_examples=LOG_LINES_EXAMPLES)],
+    user: OperatorUser,
+    session: SessionDep,
+    rt: RuntimeDep,
 ) -> list[LogLineRead]:
     """Append log lines to a run."""
     await service.get_run(session, run_pk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from fastapi.openapi.models import Example
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flightdeck_common.params import UtcDatetime
@@ -117,3 +118,54 @@ class RunUpsert(BaseModel):
 class RunStatusChange(BaseModel):
     status: RunStatus
     conclusion: Conclusion | None = None
+
+
+RUN_UPSERT_EXAMPLES: dict[str, Example] = {
+    "queued": {
+        "summary": "A run that was just queued",
+        "value": {
+            "repository": "acme/shop",
+            "run_id": 1042,
+            "run_number": 318,
+            "workflow_name": "deploy",
+            "event": "push",
+            "branch": "main",
+            "head_sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+            "status": "queued",
+        },
+    },
+    "completed": {
+        "summary": "The same run, finished",
+        "description": "Sent again with the same repository and run_id: the run is updated.",
+        "value": {
+            "repository": "acme/shop",
+            "run_id": 1042,
+            "status": "completed",
+            "conclusion": "success",
+            "started_at": "2026-11-25T10:00:00Z",
+            "completed_at": "2026-11-25T10:04:30Z",
+        },
+    },
+}
+RUN_STATUS_CHANGE_EXAMPLES: dict[str, Example] = {
+    "start": {"summary": "Start a queued run", "value": {"status": "in_progress"}},
+    "finish": {
+        "summary": "Finish a run",
+        "value": {"status": "completed", "conclusion": "failure"},
+    },
+}
+LOG_LINES_EXAMPLES: dict[str, Example] = {
+    "lines": {
+        "summary": "Two log lines",
+        "value": {
+            "lines": [
+                {"level": "info", "message": "Installing dependencies"},
+                {
+                    "level": "error",
+                    "message": "tests/test_checkout.py::test_total FAILED",
+                    "logged_at": "2026-11-25T10:03:12Z",
+                },
+            ]
+        },
+    }
+}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi.security import APIKeyHeader
 from sqlalchemy import exc as sa_exc
 
 from flightdeck_common.db import session_scope
@@ -36,6 +37,60 @@ router = APIRouter(prefix="/pipelines/webhooks", tags=["webhooks"])
 EVENT_NAME = re.compile(r"^[a-z_]{1,64}$")
 DELIVERY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
+# Declares the HMAC signature header as this route's security scheme; the route checks it
+# itself (after reading the raw body), so a missing header is not refused here.
+github_signature = APIKeyHeader(
+    name="X-Hub-Signature-256",
+    scheme_name="GitHubSignature",
+    description=(
+        "`sha256=` and the hex HMAC-SHA256 of the raw request body keyed with the webhook "
+        "secret, as GitHub sends it. Any of the configured secrets "
+        "(`FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS`) may sign."
+    ),
+    auto_error=False,
+)
+
+# The body is read raw (the signature covers its exact bytes), so FastAPI does not
+# document it by itself.
+WEBHOOK_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": (
+        "The delivery's JSON payload exactly as GitHub sends it (configure the webhook "
+        "with content type `application/json`); its shape depends on `X-GitHub-Event`."
+    ),
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "additionalProperties": True},
+            "examples": {
+                "ping": {
+                    "summary": "ping (sent when the webhook is created)",
+                    "value": {"zen": "Keep it logically awesome.", "hook_id": 4242},
+                },
+                "workflow_run": {
+                    "summary": "workflow_run (abridged)",
+                    "value": {
+                        "action": "completed",
+                        "workflow_run": {
+                            "id": 1042,
+                            "run_number": 318,
+                            "run_attempt": 1,
+                            "name": "deploy",
+                            "event": "push",
+                            "status": "completed",
+                            "conclusion": "success",
+                            "head_branch": "main",
+                            "head_sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+                            "run_started_at": "2026-11-25T10:00:00Z",
+                            "updated_at": "2026-11-25T10:04:30Z",
+                        },
+                        "repository": {"full_name": "acme/shop"},
+                    },
+                },
+            },
+        }
+    },
+}
+
 
 class InvalidSignature(Unauthorized):
     code = "invalid_signature"
@@ -56,20 +111,30 @@ class InvalidDelivery(BadRequest):
     "/github",
     response_model=WebhookAck,
     status_code=status.HTTP_202_ACCEPTED,
+    summary="Receive a GitHub webhook delivery",
     responses={
         200: {"model": WebhookAck, "description": "ping answered, or a redelivery (no change)"},
         **problem_responses(
             InvalidSignature, InvalidDelivery, PayloadTooLarge, WebhookNotConfigured
         ),
     },
-    openapi_extra={"security": [{"GitHubSignature": []}]},
+    openapi_extra={"requestBody": WEBHOOK_REQUEST_BODY},
 )
 async def receive_github_webhook(
     request: Request,
     response: Response,
-    x_github_event: Annotated[str | None, Header()] = None,
-    x_github_delivery: Annotated[str | None, Header()] = None,
-    x_hub_signature_256: Annotated[str | None, Header()] = None,
+    x_hub_signature_256: Annotated[str | None, Depends(github_signature)],
+    x_github_event: Annotated[
+        str | None,
+        Header(alias="X-GitHub-Event", description="The event name, e.g. `workflow_run`."),
+    ] = None,
+    x_github_delivery: Annotated[
+        str | None,
+        Header(
+            alias="X-GitHub-Delivery",
+            description="Unique id of the delivery; a redelivery repeats it (deduplicated).",
+        ),
+    ] = None,
 ) -> WebhookAck:
     """Receive a GitHub webhook delivery (signed with one of the configured secrets)."""
     started = time.perf_counter()
