@@ -100,10 +100,16 @@ def check_password_policy(password: str, *, username: str | None = None) -> None
     Rules, in order: 12 to 256 code points after NFKC normalization; not one
     character repeated; not equal to or containing the username (casefolded);
     not a well-known password (casefolded). The error's ``rule`` (also a
-    problem+json member) is ``too_short``, ``too_long``, ``repeated_character``,
+    problem+json member) is ``invalid_characters`` (NUL, lone surrogates), ``too_short``, ``too_long``, ``repeated_character``,
     ``contains_username`` or ``common_password``.
     """
     normalized = unicodedata.normalize("NFKC", password)
+    if "\x00" in normalized or any("\ud800" <= char <= "\udfff" for char in normalized):
+        # JSON can carry "\u0000" and lone surrogates ("\ud800"); neither is text anyone types.
+        raise WeakPassword(
+            "The password must be text without NUL characters or lone surrogates.",
+            rule="invalid_characters",
+        )
     length = len(normalized)
     if length < PASSWORD_MIN_LENGTH:
         raise WeakPassword(
@@ -189,7 +195,8 @@ class PasswordHasher:
         self._dummy_hash: str | None = None
 
     def _secret_input(self, password: str) -> bytes:
-        data = unicodedata.normalize("NFKC", password).encode("utf-8")
+        # surrogatepass: a lone surrogate sent to a login never raises (it just never matches).
+        data = unicodedata.normalize("NFKC", password).encode("utf-8", "surrogatepass")
         if self._pepper is None:
             return data
         return hmac.new(self._pepper, data, hashlib.sha256).digest()

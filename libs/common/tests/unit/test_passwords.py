@@ -147,7 +147,22 @@ def test_common_password_list_is_shipped_and_casefolded() -> None:
     assert sum(len(entry) >= 12 for entry in entries) >= 150
 
 
+@pytest.mark.parametrize(
+    "password", ["a-long-pass\x00phrase", "a-long-pass\ud800phrase", "\udfff" + "x" * 20]
+)
+def test_policy_rejects_nul_and_lone_surrogates(password: str) -> None:
+    assert rule_of(password) == "invalid_characters"
+
+
 # --- hashing --------------------------------------------------------------------------
+
+
+async def test_a_lone_surrogate_never_raises_it_just_does_not_match() -> None:
+    hasher = fast_hasher()
+    stored = await hasher.hash(GOOD_PASSWORD)
+    assert not await hasher.verify(stored, GOOD_PASSWORD + "\ud800")
+    # Hashing it works too (the policy refuses such passwords before they get here).
+    assert (await hasher.hash("lone \udc00 surrogate")).startswith("$argon2id$")
 
 
 async def test_hash_verify_round_trip() -> None:
