@@ -6,19 +6,17 @@ Helpers are fixtures or harness methods (tests never import this module).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,10 +30,10 @@ from flightdeck_common.auth.verifier import TokenVerifier
 from flightdeck_common.db import create_engine, create_sessionmaker
 from flightdeck_common.migrations import upgrade_to_head
 from flightdeck_common.resources import Resources
+from flightdeck_common.testing.live import SseReader, serve
 from flightdeck_common.testing.service_checks import bearer, running_app
 
 INGEST_PATH = "/admin/internal/audit-events"
-READ_TIMEOUT = 3.0
 EventFactory = Callable[..., dict[str, Any]]
 
 
@@ -144,90 +142,6 @@ async def audit_sessionmaker(database_url: str) -> AsyncIterator[async_sessionma
 
 
 @dataclass
-class SseMessage:
-    id: str | None = None
-    event: str | None = None
-    data: str | None = None
-    retry: int | None = None
-    comments: list[str] = field(default_factory=list)
-
-
-class SseReader:
-    """Reads an open ``text/event-stream`` response message by message."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._lines = response.aiter_lines()
-
-    async def next_message(self, within: float = READ_TIMEOUT) -> SseMessage | None:
-        """The next message (event, comment or id/retry only); None when the stream ended."""
-        async with asyncio.timeout(within):
-            message, data, seen = SseMessage(), [], False
-            async for line in self._lines:
-                if line == "":
-                    if seen:
-                        message.data = "\n".join(data) if data else None
-                        return message
-                    continue
-                seen = True
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "":
-                    message.comments.append(value)
-                elif name == "data":
-                    data.append(value)
-                elif name == "id":
-                    message.id = value
-                elif name == "event":
-                    message.event = value
-                elif name == "retry":
-                    message.retry = int(value)
-            return None
-
-    async def next_event(self, within: float = READ_TIMEOUT) -> SseMessage:
-        """The next message with data (comments and id/retry-only messages are skipped)."""
-        async with asyncio.timeout(within):
-            while True:
-                message = await self.next_message(within)
-                assert message is not None, "the stream ended"
-                if message.data is not None:
-                    return message
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # leave pytest's signal handlers alone
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` (lifespan included) on a free loopback port; yield its base URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@dataclass
 class LiveAdmin(AdminApi):
     """An admin replica under uvicorn (its client speaks real HTTP)."""
 
@@ -260,7 +174,7 @@ async def live_admin_factory() -> AsyncIterator[LiveAdminFactory]:
 
         async def start(database_url: str) -> LiveAdmin:
             app = create_app(Settings(database_url=database_url, log_json=False))
-            base_url = await stack.enter_async_context(serve(app))
+            base_url, _ = await stack.enter_async_context(serve(app))
             _install_test_auth(app, minter)
             client = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(10.0))

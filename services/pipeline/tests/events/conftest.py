@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from flightdeck_common.auth.testing import TokenMinter
 from flightdeck_common.auth.verifier import TokenVerifier
 from flightdeck_common.resources import Resources
 from flightdeck_common.service_app import ServiceSpec, create_service_app
+from flightdeck_common.testing.live import READ_TIMEOUT, SseReader, serve
 from flightdeck_pipeline.db import Base
 from flightdeck_pipeline.events.bus import ChangeBus
 from flightdeck_pipeline.events.lifespan import make_events_lifespan
@@ -34,100 +35,6 @@ from flightdeck_pipeline.events.publish import record_change
 from flightdeck_pipeline.events.repository import ChangeEventRepository
 from flightdeck_pipeline.events.router import router
 from flightdeck_pipeline.settings import Settings
-
-READ_TIMEOUT = 3.0
-
-
-@dataclass
-class SseMessage:
-    """One message of an event stream, as a client parses it."""
-
-    id: str | None = None
-    event: str | None = None
-    data: str | None = None
-    retry: int | None = None
-    comments: list[str] = field(default_factory=list)
-
-    @property
-    def is_event(self) -> bool:
-        return self.data is not None
-
-
-class SseReader:
-    """Reads an open ``text/event-stream`` response message by message."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._lines = response.aiter_lines()
-
-    async def next_message(self, within: float = READ_TIMEOUT) -> SseMessage | None:
-        """The next message (event, comment or id/retry only); None when the stream ended."""
-        async with asyncio.timeout(within):
-            message = SseMessage()
-            data: list[str] = []
-            seen = False
-            async for line in self._lines:
-                if line == "":
-                    if seen:
-                        message.data = "\n".join(data) if data else None
-                        return message
-                    continue
-                seen = True
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "":
-                    message.comments.append(value)
-                elif name == "data":
-                    data.append(value)
-                elif name == "id":
-                    message.id = value
-                elif name == "event":
-                    message.event = value
-                elif name == "retry":
-                    message.retry = int(value)
-            return None
-
-    async def next_event(self, within: float = READ_TIMEOUT) -> SseMessage:
-        """The next dispatched event (comments and id/retry-only messages are skipped)."""
-        async with asyncio.timeout(within):
-            while True:
-                message = await self.next_message(within)
-                assert message is not None, "the stream ended"
-                if message.is_event:
-                    return message
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # leave pytest's signal handlers alone
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[tuple[str, uvicorn.Server]]:
-    """Serve ``app`` (lifespan included) on a free loopback port; yield its base URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        await task
 
 
 @dataclass
