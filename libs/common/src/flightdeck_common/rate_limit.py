@@ -59,12 +59,30 @@ class RateLimiter:
                 self._degraded_logged = True
             allowed = await self._local.hit(item, name, key)
             stats = await self._local.get_window_stats(item, name, key)
-        return allowed, item, max(0.0, stats.reset_time - time.time())
+        return allowed, item, seconds_to_reset(allowed, item, stats.reset_time, time.time())
 
     async def reset(self) -> None:
         await self._memory.reset()
         if self._primary is not self._memory:
             await self._primary.reset()
+
+
+def seconds_to_reset(allowed: bool, item: RateLimitItem, reset_time: float, now: float) -> float:
+    """Seconds until the limit admits again; never zero for a denied hit.
+
+    ``limits``' sliding window computes the reset as ``expires_in % window``, which is
+    0 when a key's TTL is an exact multiple of the window (hits straddling a window
+    boundary). A denied client told "retry in 0 s" would retry at once, so a
+    non-positive figure for a denied hit becomes the time to the end of the current
+    window, which is in (0, window].
+    """
+    remaining = reset_time - now
+    if allowed:
+        return max(0.0, remaining)
+    if remaining > 0:
+        return remaining
+    window = float(item.get_expiry())
+    return window - (now % window)
 
 
 def _async_redis_uri(url: str) -> str:

@@ -192,3 +192,21 @@ async def test_unreachable_redis_falls_back_to_per_process_limits(
     warnings = [r for r in caplog.records if r.name == "flightdeck_common.rate_limit"]
     assert len(warnings) == 1  # logged once per outage, not per request
     assert "per-process" in warnings[0].getMessage()
+
+
+def test_denied_hit_never_reports_zero_seconds_to_reset() -> None:
+    # limits' sliding window gives `expires_in % window` == 0 when a TTL is an exact
+    # multiple of the window; a denied client must still be told to wait.
+    from limits import parse
+
+    from flightdeck_common.rate_limit import seconds_to_reset
+
+    item = parse("1/minute")
+    now = 60.0 * 28_333_334 + 30  # 30 s into a minute
+    assert seconds_to_reset(False, item, now, now) == pytest.approx(30.0)
+    assert seconds_to_reset(False, item, now - 5, now) == pytest.approx(30.0)
+    assert seconds_to_reset(False, item, now + 12.5, now) == pytest.approx(12.5)
+    assert seconds_to_reset(False, item, now + 10, now + 10) == pytest.approx(20.0)
+    # An allowed hit has nothing to wait for; a past reset is reported as 0.
+    assert seconds_to_reset(True, item, now - 5, now) == 0.0
+    assert seconds_to_reset(True, item, now + 7, now) == pytest.approx(7.0)
