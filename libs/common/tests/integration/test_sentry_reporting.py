@@ -68,7 +68,9 @@ def fake_sentry() -> Iterator[tuple[str, list[bytes]]]:
 
 async def _serve_one_failing_request(dsn: str, db_path: str) -> None:
     """Child process: build the app with Sentry on, hit the failing route, flush."""
-    settings = _Settings(sentry_dsn=dsn, database_url=f"sqlite+aiosqlite:///{db_path}", log_json=False)
+    settings = _Settings(
+        sentry_dsn=dsn, database_url=f"sqlite+aiosqlite:///{db_path}", log_json=False
+    )
     app = create_service_app(
         settings, ServiceSpec(title="t", description="t", version="9.9", routers=[router])
     )

@@ -23,9 +23,10 @@ from pydantic import BaseModel, ValidationError
 from flightdeck_common.auth.claims import Role
 from flightdeck_common.auth.errors import AuthUnavailable
 from flightdeck_common.auth.service_tokens import ServiceCredentialsRejected, TokenProvider
-from flightdeck_common.errors import Conflict, FlightdeckError, NotFound, problem_response
+from flightdeck_common.errors import FlightdeckError, problem_response
 from flightdeck_common.logging import request_id_var
 from flightdeck_common.pagination import Page
+from flightdeck_common.user_errors import USER_DIRECTORY_PROBLEMS
 
 logger = logging.getLogger(__name__)
 
@@ -57,26 +58,6 @@ class ApprovalKey(BaseModel):
     updated_at: datetime
 
 
-class UserNotFound(NotFound):
-    code = "user_not_found"
-    title = "User not found"
-
-
-class UsernameTaken(Conflict):
-    code = "username_taken"
-    title = "Username already exists"
-
-
-class LastAdmin(Conflict):
-    code = "last_admin"
-    title = "The last active admin cannot be demoted or deactivated"
-
-
-class ApprovalKeyNotFound(NotFound):
-    code = "approval_key_not_found"
-    title = "The user has no approval key"
-
-
 class AuthAnswerLost(AuthUnavailable):
     """503 where the request may have reached auth and taken effect: the connection broke
     or timed out after sending, or auth failed (5xx) while handling it."""
@@ -87,7 +68,7 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 # Auth's problem codes we act on, raised as our own classes (same status, code and title).
 _KNOWN_PROBLEMS: dict[str, type[FlightdeckError]] = {
-    cls.code: cls for cls in (UserNotFound, UsernameTaken, LastAdmin, ApprovalKeyNotFound)
+    cls.code: cls for cls in USER_DIRECTORY_PROBLEMS
 }
 
 

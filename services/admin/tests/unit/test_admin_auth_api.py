@@ -13,12 +13,11 @@ from flightdeck_admin.auth_api import (
     AuthAnswerLost,
     AuthApi,
     AuthRejected,
-    LastAdmin,
-    UserNotFound,
 )
 from flightdeck_common.auth.claims import Role
 from flightdeck_common.auth.errors import AuthUnavailable
 from flightdeck_common.auth.service_tokens import ServiceCredentialsRejected
+from flightdeck_common.user_errors import LastAdmin, UserNotFound
 
 USER = {
     "id": 7,

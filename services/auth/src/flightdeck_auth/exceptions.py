@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flightdeck_common.errors import Conflict, FlightdeckError, Forbidden, NotFound, Unauthorized
+from flightdeck_common.errors import Conflict, FlightdeckError, Forbidden, Unauthorized
 
 
 class InvalidCredentials(Unauthorized):
@@ -74,23 +74,3 @@ class MfaNotPending(Conflict):
 class MfaNotEnabled(Conflict):
     code = "mfa_not_enabled"
     title = "TOTP is not enabled"
-
-
-class UserNotFound(NotFound):
-    code = "user_not_found"
-    title = "User not found"
-
-
-class UsernameTaken(Conflict):
-    code = "username_taken"
-    title = "Username already exists"
-
-
-class LastAdmin(Conflict):
-    code = "last_admin"
-    title = "The last active admin cannot be demoted or deactivated"
-
-
-class ApprovalKeyNotFound(NotFound):
-    code = "approval_key_not_found"
-    title = "The user has no approval key"

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, status
 
-from flightdeck_admin.auth_api import AuthApiDep, AuthRejected, UsernameTaken
+from flightdeck_admin.auth_api import AuthApiDep, AuthRejected
 from flightdeck_admin.registrations import service
 from flightdeck_admin.registrations.dependencies import PasswordHasherDep, SettingsDep
 from flightdeck_admin.registrations.exceptions import (
@@ -52,6 +52,7 @@ from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
 from flightdeck_common.params import IdPath
 from flightdeck_common.passwords import InvalidUsername, WeakPassword
 from flightdeck_common.rate_limit import rate_limit
+from flightdeck_common.user_errors import UsernameTaken
 
 router = APIRouter(prefix="/admin", tags=["registrations"])
 

@@ -30,14 +30,7 @@ from typing import Any, Literal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from flightdeck_admin.auth_api import (
-    ApprovalKeyNotFound,
-    AuthAnswerLost,
-    AuthApi,
-    AuthUser,
-    UsernameTaken,
-    UserNotFound,
-)
+from flightdeck_admin.auth_api import AuthAnswerLost, AuthApi, AuthUser
 from flightdeck_admin.outbox import audit
 from flightdeck_admin.registrations.exceptions import (
     ApprovalKeyRequired,
@@ -65,6 +58,7 @@ from flightdeck_common.auth.errors import InsufficientRole
 from flightdeck_common.db import session_scope, utcnow
 from flightdeck_common.errors import FlightdeckError
 from flightdeck_common.passwords import PasswordHasher, check_password_policy, normalize_username
+from flightdeck_common.user_errors import ApprovalKeyNotFound, UsernameTaken, UserNotFound
 
 logger = logging.getLogger(__name__)
 

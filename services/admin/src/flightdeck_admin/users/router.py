@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from flightdeck_admin.auth_api import AuthApiDep, AuthRejected, LastAdmin, UserNotFound
+from flightdeck_admin.auth_api import AuthApiDep, AuthRejected
 from flightdeck_admin.users import service
 from flightdeck_admin.users.schemas import USER_UPDATE_EXAMPLES, UserRead, UserUpdate
 from flightdeck_common.auth.claims import Role
@@ -22,6 +22,7 @@ from flightdeck_common.dependencies import ClientIp, SessionDep
 from flightdeck_common.errors import InvalidCursor, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
 from flightdeck_common.params import IdPath
+from flightdeck_common.user_errors import LastAdmin, UserNotFound
 
 router = APIRouter(prefix="/admin", tags=["users"])
 

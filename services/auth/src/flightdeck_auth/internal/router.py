@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from flightdeck_auth.dependencies import ServiceClaims, SessionDep
-from flightdeck_auth.exceptions import ApprovalKeyNotFound, LastAdmin, UsernameTaken, UserNotFound
 from flightdeck_auth.internal.schemas import (
     InternalUserCreate,
     InternalUserUpdate,
@@ -28,6 +27,12 @@ from flightdeck_common.errors import FlightdeckError, InvalidCursor, problem_res
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_DB_INT, MAX_PAGE_SIZE, Page
 from flightdeck_common.params import IdPath
 from flightdeck_common.passwords import InvalidUsername
+from flightdeck_common.user_errors import (
+    ApprovalKeyNotFound,
+    LastAdmin,
+    UsernameTaken,
+    UserNotFound,
+)
 
 
 def _service_route_errors(*errors: type[FlightdeckError]) -> dict[int | str, dict[str, Any]]:

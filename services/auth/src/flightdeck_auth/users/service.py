@@ -9,7 +9,7 @@ import secrets
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flightdeck_auth.exceptions import InvalidCredentials, LastAdmin, UsernameTaken
+from flightdeck_auth.exceptions import InvalidCredentials
 from flightdeck_auth.failures import keep_and_fail
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
@@ -20,6 +20,7 @@ from flightdeck_auth.users.repository import UserRepository
 from flightdeck_common.db import utcnow
 from flightdeck_common.errors import FlightdeckError
 from flightdeck_common.passwords import check_password_policy, normalize_username
+from flightdeck_common.user_errors import LastAdmin, UsernameTaken
 
 logger = logging.getLogger(__name__)
 
