@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flightdeck_common.errors import Conflict, FlightdeckError, Forbidden, Unauthorized
+from flightdeck_common.errors import Conflict, FlightdeckError, Forbidden, NotFound, Unauthorized
 
 
 class InvalidCredentials(Unauthorized):
@@ -74,3 +74,13 @@ class MfaNotPending(Conflict):
 class MfaNotEnabled(Conflict):
     code = "mfa_not_enabled"
     title = "TOTP is not enabled"
+
+
+class ServiceAccountExists(Conflict):
+    code = "service_account_exists"
+    title = "A service account with this client_id exists"
+
+
+class ServiceAccountNotFound(NotFound):
+    code = "service_account_not_found"
+    title = "No service account with this client_id"

@@ -23,8 +23,10 @@ from flightdeck_common.devstack.postgres import PostgresServer
 from flightdeck_common.devstack.redis import RedisServer
 from flightdeck_common.devstack.stack import SERVICES, Stack, StackConfig
 
-_USED: dict[str, set[str]] = {"postgres": set(), "redis": set()}
-_PASSED: set[str] = set()
+# Tests that passed on a real server, counted from each report's user properties so the
+# summary is right also under pytest-xdist (reports travel from workers to the controller).
+_BACKEND_PROPERTY = "flightdeck_backend"
+_PASSED_ON: dict[str, set[str]] = {"postgres": set(), "redis": set()}
 
 
 @contextlib.contextmanager
@@ -68,7 +70,7 @@ def postgres_database_url(
     request: pytest.FixtureRequest, postgres_server: PostgresServer
 ) -> Iterator[str]:
     """URL of a new, empty PostgreSQL database, dropped after the test."""
-    _USED["postgres"].add(request.node.nodeid)
+    request.node.user_properties.append((_BACKEND_PROPERTY, "postgres"))
     postgres_server.ensure_running()
     name = f"t_{uuid.uuid4().hex[:16]}"
     postgres_server.create_database(name)
@@ -108,7 +110,7 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.fixture
 def redis_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
     """URL of the session Redis, flushed before the test."""
-    _USED["redis"].add(request.node.nodeid)
+    request.node.user_properties.append((_BACKEND_PROPERTY, "redis"))
     redis_server.ensure_running()
     import socket
 
@@ -118,21 +120,18 @@ def redis_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-@pytest.fixture(scope="session")
-def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """All three services and Traefik as real processes on free ports (embedded SQLite).
+def isolated_stack_config(var_dir: Path) -> StackConfig:
+    """A stack on free ports with fresh secrets (embedded SQLite under ``var_dir``).
 
-    Tests talk to ``stack.ingress_url`` only, like a user would.
+    The bootstrap admin's password and the webhook secret are in ``config.extra_env``.
     """
-    ports = {service: free_port() for service in SERVICES}
-    config = StackConfig(
-        var_dir=tmp_path_factory.mktemp("stack"),
+    return StackConfig(
+        var_dir=var_dir,
         ingress_port=free_port(),
-        service_ports=ports,
+        service_ports={service: free_port() for service in SERVICES},
         metrics_port=free_port(),
         extra_env={
             "LOG_LEVEL": "INFO",
-            # Read it back from stack.config.extra_env to log in as the bootstrap admin.
             "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
             "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": secrets.token_urlsafe(32),
             # Every end-to-end test logs in from 127.0.0.1; the limit itself is tested elsewhere.
@@ -144,20 +143,31 @@ def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             },
         },
     )
-    with Stack(config) as stack:
+
+
+@pytest.fixture(scope="session")
+def flightdeck_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """All three services and Traefik as real processes on free ports (embedded SQLite),
+    shared by the session's end-to-end tests (see :func:`isolated_stack_config`).
+
+    Tests talk to ``stack.ingress_url`` only, like a user would.
+    """
+    with Stack(isolated_stack_config(tmp_path_factory.mktemp("stack"))) as stack:
         yield stack
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed:
-        _PASSED.add(report.nodeid)
+        for name, value in report.user_properties:
+            if name == _BACKEND_PROPERTY and value in _PASSED_ON:
+                _PASSED_ON[value].add(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say how many passed tests really used PostgreSQL and Redis."""
-    postgres = len(_USED["postgres"] & _PASSED)
-    redis = len(_USED["redis"] & _PASSED)
-    if _USED["postgres"] or _USED["redis"]:
+    if _PASSED_ON["postgres"] or _PASSED_ON["redis"]:
         terminalreporter.write_sep("-", "flightdeck storage backends")
-        terminalreporter.write_line(f"passed against real PostgreSQL: {postgres}")
-        terminalreporter.write_line(f"passed against real Redis: {redis}")
+        terminalreporter.write_line(
+            f"passed against real PostgreSQL: {len(_PASSED_ON['postgres'])}"
+        )
+        terminalreporter.write_line(f"passed against real Redis: {len(_PASSED_ON['redis'])}")

@@ -1,4 +1,5 @@
-"""Service accounts: created by the CLI (secret shown once), exchanged for service tokens."""
+"""Service accounts: created by the CLI or an admin (secret shown once), exchanged for
+service tokens, deactivated by an admin."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import re
 import secrets
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flightdeck_auth.exceptions import InvalidClient, InvalidScope
+from flightdeck_auth.exceptions import (
+    InvalidClient,
+    InvalidScope,
+    ServiceAccountExists,
+    ServiceAccountNotFound,
+)
 from flightdeck_auth.failures import keep_and_fail
 from flightdeck_auth.metrics import count_service_token
 from flightdeck_auth.outbox import audit
@@ -17,6 +24,7 @@ from flightdeck_auth.service_accounts.models import ServiceAccount
 from flightdeck_auth.settings import INTERNAL_AUDIENCES
 from flightdeck_auth.tokens.schemas import ServiceToken
 from flightdeck_common.errors import BadRequest
+from flightdeck_common.repository import RepositoryBase
 
 CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
@@ -53,6 +61,78 @@ async def upsert_service_account(
         session, "service_account.saved", actor="system", subject=client_id, audiences=audiences
     )
     return secret
+
+
+class ServiceAccountRepository(RepositoryBase[ServiceAccount]):
+    model = ServiceAccount
+
+    async def by_client_id(self, client_id: str) -> ServiceAccount | None:
+        return await self.session.scalar(
+            select(ServiceAccount).where(ServiceAccount.client_id == client_id)
+        )
+
+    async def page(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[ServiceAccount], str | None]:
+        return await self.paginate(
+            select(ServiceAccount),
+            order_by=[ServiceAccount.id],
+            limit=limit,
+            cursor=cursor,
+            descending=False,
+        )
+
+
+async def create_service_account(
+    session: AsyncSession,
+    rt: AuthRuntime,
+    client_id: str,
+    audiences: list[str],
+    *,
+    description: str,
+    actor: str,
+) -> tuple[ServiceAccount, str]:
+    """A new account with a generated secret (returned once); 409 when the id is taken,
+    also when a concurrent request took it first (the unique index decides)."""
+    repository = ServiceAccountRepository(session)
+    if await repository.by_client_id(client_id) is not None:
+        raise ServiceAccountExists(f"client_id {client_id!r} is taken")
+    secret = secrets.token_urlsafe(32)
+    account = ServiceAccount(
+        client_id=client_id,
+        secret_hash=await rt.hasher.hash(secret),
+        audiences=" ".join(sorted(set(audiences))),
+        description=description,
+        is_active=True,
+    )
+    try:
+        async with session.begin_nested():
+            await repository.add(account)
+    except IntegrityError as exc:
+        raise ServiceAccountExists(f"client_id {client_id!r} is taken") from exc
+    await audit(
+        session,
+        "service_account.created",
+        actor=actor,
+        subject=client_id,
+        audiences=sorted(set(audiences)),
+    )
+    return account, secret
+
+
+async def deactivate_service_account(
+    session: AsyncSession, client_id: str, *, actor: str
+) -> ServiceAccount:
+    """Refuse new service tokens to the account (idempotent); tokens already issued live
+    until they expire (minutes)."""
+    account = await ServiceAccountRepository(session).by_client_id(client_id)
+    if account is None:
+        raise ServiceAccountNotFound(f"no service account {client_id!r}")
+    if account.is_active:
+        account.is_active = False
+        await session.flush()
+        await audit(session, "service_account.deactivated", actor=actor, subject=client_id)
+    return account
 
 
 async def issue_service_token(
