@@ -45,6 +45,13 @@ postgres-start: install ## start it again: the services recover by themselves
 test: install ## the whole suite (starts throwaway PostgreSQL, Redis, Traefik itself)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Cases per operation of `make fuzz` (`make test` runs the same fuzzer with a few).
+FUZZ_EXAMPLES ?= 200
+
+.PHONY: fuzz
+fuzz: install ## schema fuzzing of every service through the ingress, FUZZ_EXAMPLES cases per operation (default 200)
+	FLIGHTDECK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest libs/common/tests/contract/test_schema_fuzz.py --timeout=3600 $(PYTEST_ARGS)
+
 .PHONY: lint
 lint: install ## ruff lint + format check, then mypy (typecheck)
 	$(VENV)/bin/ruff check .
@@ -64,11 +71,22 @@ fmt: install ## format and autofix
 openapi: install ## write each service's OpenAPI schema to openapi/<service>.json (review the diff)
 	$(PY) -m flightdeck_common.openapi_export
 
+.PHONY: clients
+clients: install ## generate a Python client per service from openapi/ into build/clients/ (fails on any warning)
+	$(PY) -m flightdeck_common.clients_build --out build/clients
+
 .PHONY: migrate
 migrate: install ## apply migrations of the three services (uses FLIGHTDECK_*_DATABASE_URL)
 	$(VENV)/bin/flightdeck-auth migrate
 	$(VENV)/bin/flightdeck-pipeline migrate
 	$(VENV)/bin/flightdeck-admin migrate
+
+.PHONY: bench bench-quick
+BENCH_ARGS ?=
+bench: install ## benchmark (issue 8): seed 1M runs, full stack under wrk load vs a bare reference; writes bench/results/ (installs wrk when root)
+	$(PY) -m bench $(BENCH_ARGS)
+bench-quick: install ## the benchmark's smoke version: 100k runs, short measurements (a few minutes)
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 .PHONY: lock
 lock: | $(UV) ## refresh uv.lock after changing dependencies
