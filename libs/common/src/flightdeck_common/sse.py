@@ -123,20 +123,57 @@ class ServerSentEvent:
         )
 
 
+def event_schema(data_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """JSON Schema of one event of a stream, as an ``EventSource`` dispatches it.
+
+    For ``text/event-stream`` the schema describes each event, not the body as a string
+    (OpenAPI 3.2 calls it ``itemSchema``; before 3.2, tools such as schemathesis read
+    ``schema`` that way). ``data`` is JSON; ``data_schema`` says what it holds when every
+    event of the stream carries the same thing. Comments (``: ping``) are not events.
+    """
+    data: dict[str, Any] = {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "description": "The payload, as JSON.",
+    }
+    if data_schema is not None:
+        data["contentSchema"] = dict(data_schema)
+    return {
+        "type": "object",
+        "title": "ServerSentEvent",
+        "required": ["data"],
+        "properties": {
+            "id": {
+                "type": "string",
+                "description": "Position in the stream; send it back as `Last-Event-ID`.",
+            },
+            "event": {"type": "string", "description": "The kind of event."},
+            "data": data,
+            "retry": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Reconnection delay in milliseconds.",
+            },
+        },
+    }
+
+
 def event_stream_responses(
     description: str,
     *,
     example: str | None = None,
+    data_schema: Mapping[str, Any] | None = None,
     errors: Mapping[int | str, Mapping[str, Any]] | None = None,
 ) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route with ``response_class=EventSourceResponse``.
 
-    200 is documented as ``text/event-stream``; ``errors`` (``USER_AUTH_RESPONSES``,
-    ``problem_responses(...)``) as ``application/problem+json``. Pass the errors here, not
-    to the router: FastAPI documents error models under the route's media type, which
-    would claim the errors are event streams.
+    200 is documented as ``text/event-stream`` whose schema is one event
+    (:func:`event_schema`, with ``data_schema`` for its ``data``); ``errors``
+    (``USER_AUTH_RESPONSES``, ``problem_responses(...)``) as ``application/problem+json``.
+    Pass the errors here, not to the router: FastAPI documents error models under the
+    route's media type, which would claim the errors are event streams.
     """
-    stream: dict[str, Any] = {"schema": {"type": "string"}}
+    stream: dict[str, Any] = {"schema": event_schema(data_schema)}
     if example is not None:
         stream["example"] = example
     responses: dict[int | str, dict[str, Any]] = {

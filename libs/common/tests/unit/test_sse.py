@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema
 import pytest
 
 from flightdeck_common.errors import NotFound, problem_responses
@@ -17,6 +18,7 @@ from flightdeck_common.sse import (
     HEARTBEAT,
     EventSourceResponse,
     ServerSentEvent,
+    event_schema,
     event_stream_responses,
     format_event,
     json_event,
@@ -72,7 +74,7 @@ def test_event_stream_responses_document_errors_as_problems() -> None:
     )
     assert responses[200] == {
         "description": "Live things.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}, "example": ": ping\n\n"}},
+        "content": {"text/event-stream": {"schema": event_schema(), "example": ": ping\n\n"}},
     }
     assert responses[404] == {
         "description": "Not Found",
@@ -92,6 +94,24 @@ def test_event_stream_responses_document_errors_as_problems() -> None:
                 },
             }
         },
+    }
+
+
+def test_the_stream_schema_describes_one_event_as_an_event_source_dispatches_it() -> None:
+    """A stream's schema is one event, not the body as a string (the fuzzer, reading it
+    the OpenAPI 3.2 way, found every event of both streams "not of type string")."""
+    validator = jsonschema.Draft202012Validator(
+        event_schema({"type": "object", "required": ["seq"]}),
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+    validator.validate({"id": "1", "event": "audit", "data": '{"seq": 1}'})
+    validator.validate({"data": "{}", "event": "message", "id": "0", "retry": 3000})
+    assert not validator.is_valid("id: 1\nevent: audit\ndata: {}\n\n")
+    assert not validator.is_valid({"id": "1", "retry": 3000})  # no data: never dispatched
+    schema = event_schema({"$ref": "#/components/schemas/AuditEventRead"})
+    assert schema["properties"]["data"]["contentMediaType"] == "application/json"
+    assert schema["properties"]["data"]["contentSchema"] == {
+        "$ref": "#/components/schemas/AuditEventRead"
     }
 
 

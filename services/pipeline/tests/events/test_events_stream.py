@@ -9,6 +9,7 @@ import random
 import time
 from typing import Any
 
+import jsonschema
 import pytest
 
 from flightdeck_common.devstack.ports import free_port
@@ -273,3 +274,25 @@ async def test_openapi_documents_an_event_stream(
         parameters
     )
     assert operation["security"]
+
+
+async def test_streamed_events_match_the_documented_event_schema(
+    live_app_factory: Any, sqlite_database_url: str
+) -> None:
+    """Fuzz finding: the 200 was documented as ``{"type": "string"}``, and schemathesis,
+    reading an event stream's schema as one event (OpenAPI 3.2), found every event "not of
+    type string" (``GET /pipelines/events``). Each event now matches the documented one."""
+    live = await live_app_factory(sqlite_database_url)
+    openapi = (await live.client.get("/pipelines/openapi.json")).json()
+    responses = openapi["paths"]["/pipelines/events"]["get"]["responses"]
+    event_schema = responses["200"]["content"]["text/event-stream"]["schema"]
+    first = await live.record("run.updated", {"id": 1, "status": "queued"})
+    await live.record("run.updated", {"id": 1, "status": "running"})
+
+    async with live.stream(last_event_id=first) as reader:
+        event = await reader.next_event()
+
+    jsonschema.validate(event.as_dispatched(), event_schema)
+    assert event.as_dispatched()["event"] == "run.updated"
+    assert event_schema["properties"]["data"]["contentMediaType"] == "application/json"
+    assert payload(event) == {"id": 1, "status": "running"}

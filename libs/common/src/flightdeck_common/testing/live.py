@@ -34,6 +34,18 @@ class SseMessage:
     def is_event(self) -> bool:
         return self.data is not None
 
+    def as_dispatched(self) -> dict[str, str | int]:
+        """The event as ``EventSource`` dispatches it, the shape a stream's OpenAPI schema
+        documents (``flightdeck_common.sse.event_schema``): ``event`` defaults to
+        ``message``, ``id`` and ``retry`` appear when sent."""
+        assert self.data is not None, "not an event: nothing is dispatched without data"
+        event: dict[str, str | int] = {"data": self.data, "event": self.event or "message"}
+        if self.id is not None:
+            event["id"] = self.id
+        if self.retry is not None:
+            event["retry"] = self.retry
+        return event
+
 
 class SseReader:
     """Reads an open ``text/event-stream`` response message by message."""

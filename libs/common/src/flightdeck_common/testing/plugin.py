@@ -120,8 +120,9 @@ def redis_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-def isolated_stack_config(var_dir: Path) -> StackConfig:
-    """A stack on free ports with fresh secrets (embedded SQLite under ``var_dir``).
+def isolated_stack_config(var_dir: Path, env: dict[str, str] | None = None) -> StackConfig:
+    """A stack on free ports with fresh secrets (embedded SQLite under ``var_dir``), plus
+    ``env`` (settings a test needs, e.g. other rate limits).
 
     The bootstrap admin's password and the webhook secret are in ``config.extra_env``.
     """
@@ -141,6 +142,7 @@ def isolated_stack_config(var_dir: Path) -> StackConfig:
                 f"FLIGHTDECK_{service.upper()}_OUTBOX_MAX_BACKOFF_SECONDS": "2"
                 for service in SERVICES
             },
+            **(env or {}),
         },
     )
 

@@ -141,7 +141,10 @@ async def verify_audit_chain(user: AdminUser, session: SessionDep) -> ChainVerif
     status_code=200,
     summary="Stream audit events",
     responses=event_stream_responses(
-        STREAM_DESCRIPTION, example=STREAM_EXAMPLE, errors=USER_AUTH_RESPONSES
+        STREAM_DESCRIPTION,
+        example=STREAM_EXAMPLE,
+        data_schema={"$ref": "#/components/schemas/AuditEventRead"},
+        errors=USER_AUTH_RESPONSES,
     ),
 )
 async def stream_audit_events(
