@@ -9,6 +9,9 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers of `make test` (each starts its own PostgreSQL, Redis and stacks; a
+# test file stays on one worker); 0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 # Kustomize overlay rendered by `make k8s-render` (deploy/k8s/overlays/<name>).
 OVERLAY ?= dev
 
@@ -35,6 +38,10 @@ run: install ## run everything embedded: 3 services + Traefik, SQLite under var/
 run-full: install ## same, against local PostgreSQL + Redis started from the system binaries
 	$(PY) -m flightdeck_common.devstack run --full --var-dir var
 
+.PHONY: run-cluster
+run-cluster: install ## two replicas of each service behind Traefik, sharing local PostgreSQL + Redis (README: Multi-replica mode)
+	$(PY) -m flightdeck_common.devstack run --full --replicas 2 --var-dir var
+
 .PHONY: postgres-stop postgres-start
 postgres-stop: install ## stop the PostgreSQL of a running `make run-full` (to watch /readyz react)
 	$(PY) -m flightdeck_common.devstack postgres stop --var-dir var
@@ -42,8 +49,8 @@ postgres-start: install ## start it again: the services recover by themselves
 	$(PY) -m flightdeck_common.devstack postgres start --var-dir var
 
 .PHONY: test
-test: install ## the whole suite (starts throwaway PostgreSQL, Redis, Traefik itself)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install ## the whole suite (starts throwaway PostgreSQL, Redis, Traefik itself), PYTEST_WORKERS processes
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Cases per operation of `make fuzz` (`make test` runs the same fuzzer with a few).
 FUZZ_EXAMPLES ?= 200

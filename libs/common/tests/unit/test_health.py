@@ -85,11 +85,13 @@ async def test_readyz_with_unreachable_database_is_a_503_problem(
 
 
 async def test_slow_check_times_out(start_service: Any, make_settings: Any) -> None:
+    # The timeout leaves the real database check ample time on a loaded machine (0.05 s
+    # once failed it there), while the hanging check is cut off long before it ends.
     async def hang(resources: Resources) -> None:
         await asyncio.sleep(10)
 
     service = await start_service(
-        settings=make_settings(readiness_timeout_seconds=0.05),
+        settings=make_settings(readiness_timeout_seconds=0.75),
         readiness_checks=(DATABASE_CHECK, ReadinessCheck("search", hang)),
     )
     response = await service.client.get("/readyz")
@@ -98,13 +100,13 @@ async def test_slow_check_times_out(start_service: Any, make_settings: Any) -> N
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["search"] == {
         "status": "down",
-        "error": "no answer within 0.05 s",
+        "error": "no answer within 0.75 s",
         "critical": True,
         "latency_ms": body["checks"]["search"]["latency_ms"],
     }
-    assert body["checks"]["search"]["latency_ms"] < 1000
+    assert 700 <= body["checks"]["search"]["latency_ms"] < 5000
     assert body["detail"].startswith("search unavailable")
-    assert "0.05 s" in body["detail"]
+    assert "0.75 s" in body["detail"]
 
 
 async def test_failing_non_critical_check_only_degrades(start_service: Any) -> None:
