@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -92,8 +94,14 @@ def test_client_address_comes_from_the_ingress_not_the_client(
     # A spoofed X-Forwarded-For is replaced by Traefik; uvicorn trusts only the ingress.
     response = ingress.get("/auth/no-such-thing", headers={"X-Forwarded-For": "203.0.113.9"})
     assert response.status_code == 404
-    log = (flightdeck_stack.config.var_dir / "logs" / "auth.log").read_text()
-    lines = [line for line in log.splitlines() if response.headers["x-request-id"] in line]
+    # The access line is written after the response is sent: wait for it a little.
+    deadline = time.monotonic() + 5
+    while True:
+        log = flightdeck_stack.log_path("auth", 0).read_text()
+        lines = [line for line in log.splitlines() if response.headers["x-request-id"] in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert lines, "access log line with the request id"
     assert '"client_ip": "127.0.0.1"' in lines[-1]
     assert "203.0.113.9" not in lines[-1]

@@ -1,4 +1,5 @@
-"""``python -m flightdeck_common.devstack run [--full] [--var-dir var]`` and ``render-traefik``.
+"""``python -m flightdeck_common.devstack run [--full] [--replicas N] [--var-dir var]`` and
+``render-traefik``.
 
 ``run`` starts the stack on the fixed loopback ports, prints its URLs and waits for Ctrl-C
 or SIGTERM, then stops everything and exits 0. A port already in use exits 2 naming it;
@@ -18,6 +19,7 @@ from types import FrameType
 
 from flightdeck_common.devstack.processes import DevstackError
 from flightdeck_common.devstack.stack import (
+    REPLICA_PORT_STEP,
     SERVICES,
     PortInUseError,
     Stack,
@@ -39,15 +41,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _print_urls(stack: Stack) -> None:
     config = stack.config
-    lines = [f"Flightdeck is running ({'PostgreSQL + Redis' if config.full else 'SQLite'})", ""]
+    mode = "PostgreSQL + Redis" if config.full else "SQLite"
+    if config.replicas > 1:
+        mode += f", {config.replicas} replicas of each service"
+    lines = [f"Flightdeck is running ({mode})", ""]
     lines.append(f"  ingress           {stack.ingress_url}")
     for service in config.services:
         prefix = ROUTE_PREFIXES.get(service, f"/{service}")
         lines.append(f"  {service + ' docs':<17} {stack.ingress_url}{prefix}/docs")
     lines.append("")
     for service in config.services:
-        base = stack.service_url(service)
-        lines.append(f"  {service:<17} {base}/healthz  {base}/readyz  {base}/metrics")
+        for index in range(config.replicas):
+            base = stack.replica_url(service, index)
+            name = stack.replica_name(service, index)
+            lines.append(f"  {name:<17} {base}/healthz  {base}/readyz  {base}/metrics")
     lines.append(f"  traefik metrics   http://127.0.0.1:{config.metrics_port}/metrics")
     if stack.postgres is not None:
         lines.append("")
@@ -91,11 +98,12 @@ def _webhook_secret_file(config: StackConfig) -> Path | None:
 
 
 def _print_bootstrap_admin(stack: Stack, password: str | None) -> None:
-    """Show the generated password once, and only when auth just created the admin with it."""
-    log = stack.log_dir / "auth.log"
-    if password is None or not log.exists():
+    """Show the generated password once, and only when auth just created the admin with it
+    (in this run: the log file also holds earlier runs, whose admin has another password)."""
+    auth = stack.processes.get("auth")
+    if password is None or auth is None:
         return
-    if "user.bootstrap_admin_created" in log.read_text(errors="replace"):
+    if "user.bootstrap_admin_created" in auth.run_output():
         print(
             f"\n  bootstrap admin: username=admin password={password}  (shown once)\n", flush=True
         )
@@ -155,12 +163,26 @@ def run(config: StackConfig) -> int:
     return code
 
 
+def _replica_count(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= 9:  # replica ports are spaced 10 apart: 8101, 8111, ... 8191
+        raise argparse.ArgumentTypeError(f"between 1 and 9, not {count}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m flightdeck_common.devstack")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run the local stack until Ctrl-C")
     run_parser.add_argument("--full", action="store_true", help="use PostgreSQL + Redis")
+    run_parser.add_argument(
+        "--replicas",
+        type=_replica_count,
+        default=StackConfig.replicas,
+        help="processes per service behind Traefik (more than 1 needs --full); replica i "
+        f"listens on the service's port + {REPLICA_PORT_STEP}*i",
+    )
     run_parser.add_argument("--var-dir", type=Path, default=Path("var"))
     run_parser.add_argument(
         "--services", default=",".join(SERVICES), help="comma-separated subset to run"
@@ -203,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     services = [name.strip() for name in args.services.split(",") if name.strip()]
+    if args.replicas > 1 and not args.full:
+        parser.error(
+            "--replicas above 1 needs --full: replicas share state through PostgreSQL and Redis"
+        )
     config = StackConfig(
         var_dir=args.var_dir,
         ingress_port=args.ingress_port,
@@ -212,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         postgres_port=args.postgres_port,
         redis_port=args.redis_port,
+        replicas=args.replicas,
     )
     try:
         return run(config)

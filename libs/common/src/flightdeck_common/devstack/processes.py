@@ -138,6 +138,15 @@ class ManagedProcess(StartStop):
         """The last ``lines`` lines this run wrote to the log file."""
         return tail_file(self.log_path, lines, offset=self._log_offset)
 
+    def run_output(self) -> str:
+        """Everything the current run wrote to the log file (earlier runs' lines excluded)."""
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self._log_offset)
+                return handle.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
     def terminate(self) -> None:
         """Send SIGTERM to the whole process group without waiting."""
         self._signal_group(signal.SIGTERM)

@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -113,28 +113,42 @@ providers:
 """
 
 
+Upstreams = Mapping[str, str | Sequence[str]]
+"""Service name -> its URL, or the URLs of its replicas (one load-balanced Traefik service)."""
+
+
+def _server_urls(name: str, urls: str | Sequence[str]) -> list[str]:
+    servers = [urls] if isinstance(urls, str) else list(urls)
+    if not servers:
+        raise ValueError(f"no upstream URL for {name}")
+    return servers
+
+
 def render_dynamic_config(
-    upstreams: Mapping[str, str],
+    upstreams: Upstreams,
     *,
     prefixes: Mapping[str, str] | None = None,
     health_check_interval: str = "5s",
 ) -> str:
     """Traefik dynamic configuration (YAML): one router and one service per upstream.
 
-    ``upstreams`` maps a service name (``auth``) to its URL; its public prefix comes from
+    ``upstreams`` maps a service name (``auth``) to its URL, or to the URLs of its replicas:
+    Traefik balances over them (round robin) and its ``/readyz`` health check takes a
+    stopped or unready replica out until it answers again. The public prefix comes from
     ``prefixes`` or ``ROUTE_PREFIXES`` (default ``/<name>``). Only ``<prefix>`` and
     ``<prefix>/...`` are routed, unstripped; everything else is a 404 from Traefik.
     """
     prefixes = {**ROUTE_PREFIXES, **(prefixes or {})}
     routers: list[str] = []
     services: list[str] = []
-    for name, url in upstreams.items():
+    for name, urls in upstreams.items():
         if not _SERVICE_NAME.match(name):
             raise ValueError(f"invalid service name {name!r}")
         prefix = prefixes.get(name, f"/{name}").rstrip("/")
         if not prefix.startswith("/") or "`" in prefix:
             raise ValueError(f"invalid path prefix {prefix!r} for {name}")
         rule = f"Path(`{prefix}`) || PathPrefix(`{prefix}/`)"
+        servers = "".join(f"          - url: {_q(url)}\n" for url in _server_urls(name, urls))
         routers.append(
             f"""    {name}:
       entryPoints: [web]
@@ -152,8 +166,7 @@ def render_dynamic_config(
           interval: {health_check_interval}
           timeout: 3s
         servers:
-          - url: {_q(url)}
-"""
+{servers}"""
         )
     return f"""{_HEADER}# Dynamic configuration: one router + service per Flightdeck service.
 # No retry middleware: only idempotent requests could be retried safely.
@@ -173,7 +186,7 @@ http:
 def render_traefik_config(
     out_dir: Path,
     entry_port: int = DEFAULT_INGRESS_PORT,
-    upstreams: Mapping[str, str] | None = None,
+    upstreams: Upstreams | None = None,
     *,
     metrics_port: int = DEFAULT_METRICS_PORT,
     prefixes: Mapping[str, str] | None = None,
