@@ -100,6 +100,9 @@ async def file_request(
     requests = RegistrationRepository(session)
     # Both checks always run, so the answer's timing does not tell which one refused.
     already_requested = await requests.open_request_for(username) is not None
+    # Hold no pooled connection across the call to auth and the argon2 hash (seconds
+    # under load); the insert below opens a new transaction.
+    await session.commit()
     taken = await api.find_user_by_username(username) is not None
     if already_requested or taken:
         raise UsernameUnavailable(USERNAME_UNAVAILABLE)

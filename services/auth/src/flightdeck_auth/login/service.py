@@ -59,6 +59,11 @@ async def password_login(
 
     users = UserRepository(session)
     user = await users.by_username(username)
+    # Nothing is written yet: end the read so no pooled connection is held while argon2
+    # runs. Under a login flood a verification queues for the hashing threads for
+    # seconds; holding connections meanwhile starved every other request, /readyz
+    # included, of the pool. The next query opens a new transaction.
+    await session.commit()
     if user is None or not user.is_active:
         # Same work as a real check, so response time does not reveal which users exist.
         await rt.hasher.dummy_verify()

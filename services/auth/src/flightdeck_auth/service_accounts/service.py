@@ -146,6 +146,7 @@ async def issue_service_token(
     account = await session.scalar(
         select(ServiceAccount).where(ServiceAccount.client_id == client_id[:64])
     )
+    await session.commit()  # hold no pooled connection while argon2 runs (see login)
     if account is None or not account.is_active:
         await rt.hasher.dummy_verify()
         valid = False
