@@ -52,6 +52,10 @@ postgres-start: install ## start it again: the services recover by themselves
 test: install ## the whole suite (starts throwaway PostgreSQL, Redis, Traefik itself), PYTEST_WORKERS processes
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+.PHONY: test-resilience
+test-resilience: install ## outages of PostgreSQL, Redis, auth and Traefik under a running full-mode stack (also in make test)
+	$(PY) -m pytest libs/common/tests/resilience $(PYTEST_ARGS)
+
 # Cases per operation of `make fuzz` (`make test` runs the same fuzzer with a few).
 FUZZ_EXAMPLES ?= 200
 

@@ -16,6 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -301,6 +304,9 @@ def is_connection_failure(exc: BaseException) -> bool:
         return "database is locked" in text or ("connection" in text and "closed" in text)
     if isinstance(exc, sa_exc.TimeoutError):  # connection pool exhausted
         return True
+    # Redis down: what has no in-process fallback (revocation writes) fails the request.
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return True
     if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
         return True
     cause = exc.__cause__
@@ -311,11 +317,32 @@ def is_connection_failure(exc: BaseException) -> bool:
     return type(exc) is OSError and "connect call failed" in str(exc).lower()
 
 
+# Modules whose frames in a traceback mean the error came up through the database layer.
+_DATABASE_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.")
+
+
+def raised_by_database(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database error or came up through SQLAlchemy or its driver.
+
+    A PostgreSQL server that is down surfaces as asyncpg's bare ``OSError`` ("Connect call
+    failed") out of SQLAlchemy's pool, not as a ``DBAPIError``: only the traceback tells it
+    from a failed call to another service.
+    """
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return True
+    frame = exc.__traceback__
+    while frame is not None:
+        if str(frame.tb_frame.f_globals.get("__name__", "")).startswith(_DATABASE_MODULES):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 async def _outage_or_bug(request: Request, exc: Exception) -> JSONResponse:
     if not is_connection_failure(exc):
         logger.exception("unhandled error", exc_info=exc)
         return internal_error_response(request.url.path)
-    is_database = isinstance(exc, sa_exc.SQLAlchemyError)
+    is_database = raised_by_database(exc)
     logger.error("%s unavailable: %r", "database" if is_database else "dependency", exc)
     return problem_response(
         503,
@@ -352,5 +379,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.DBAPIError, _outage_or_bug)
     app.add_exception_handler(sa_exc.TimeoutError, _outage_or_bug)
     app.add_exception_handler(OSError, _outage_or_bug)
+    app.add_exception_handler(RedisError, _outage_or_bug)
     # Anything else is caught by CatchAllMiddleware, inside our own middleware stack, so
     # even a 500 carries the request id and security headers.

@@ -19,6 +19,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from flightdeck_common.errors import RateLimited
+from flightdeck_common.redis_client import reconnect_options
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,12 @@ class RateLimiter:
     def __init__(self, redis_url: str | None, limits_by_name: dict[str, str]) -> None:
         self._memory = MemoryStorage()
         self._primary: Storage = (
-            RedisStorage(_async_redis_uri(redis_url), implementation="redispy", socket_timeout=1.0)
+            RedisStorage(
+                _async_redis_uri(redis_url),
+                implementation="redispy",
+                socket_timeout=1.0,
+                **reconnect_options(),
+            )
             if redis_url
             else self._memory
         )

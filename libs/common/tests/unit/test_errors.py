@@ -7,8 +7,13 @@ from typing import Any
 import pytest
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from flightdeck_common.devstack.ports import free_port
 from flightdeck_common.errors import (
     PROBLEM_JSON,
     PROBLEM_TYPE_PREFIX,
@@ -122,6 +127,30 @@ async def database_down() -> dict[str, str]:
 async def dependency_down() -> dict[str, str]:
     """Fail like a service that cannot be reached."""
     raise ConnectionRefusedError(LEAKY_MESSAGE)
+
+
+@router.get("/postgres-down")
+async def postgres_down() -> dict[str, str]:
+    """Connect to a PostgreSQL port nobody listens on (asyncpg raises a bare OSError)."""
+    engine = create_async_engine(f"postgresql+asyncpg://u:p@127.0.0.1:{free_port()}/db")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    return {}
+
+
+@router.get("/redis-down")
+async def redis_down() -> dict[str, str]:
+    """Fail like a Redis command whose server is down."""
+    raise RedisConnectionError(f"Error 111 connecting to 127.0.0.1:6379. {LEAKY_MESSAGE}")
+
+
+@router.get("/redis-bug")
+async def redis_bug() -> dict[str, str]:
+    """Fail like a malformed Redis command (a bug, not an outage)."""
+    raise RedisResponseError("WRONGTYPE Operation against a key holding the wrong kind")
 
 
 @pytest.fixture
@@ -300,6 +329,27 @@ async def test_database_outage_is_a_503_with_retry_after(client: Any) -> None:
     assert response.headers["retry-after"] == "5"
     assert "hunter2" not in response.text
     assert "SELECT" not in body["detail"]
+
+
+async def test_postgres_that_refuses_connections_is_named_as_the_database(client: Any) -> None:
+    # Regression: asyncpg's refused connect is a plain OSError, which read as "a service
+    # this request needs" instead of the database.
+    response = await client.get("/things/postgres-down")
+    body = assert_problem(response, 503, "database_unavailable")
+    assert "database" in body["detail"]
+
+
+async def test_redis_outage_is_a_503_not_a_500(client: Any) -> None:
+    # Regression: a Redis write without fallback (auth's logout mirrors the revocation to
+    # Redis) answered an opaque 500 while Redis was down.
+    response = await client.get("/things/redis-down")
+    assert_problem(response, 503, "dependency_unavailable")
+    assert response.headers["retry-after"] == "5"
+    assert "hunter2" not in response.text
+
+
+async def test_other_redis_errors_are_bugs(client: Any) -> None:
+    assert_problem(await client.get("/things/redis-bug"), 500, "internal_error")
 
 
 async def test_dependency_outage_is_a_503(client: Any) -> None:
