@@ -18,11 +18,25 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
 
 MetricT = TypeVar("MetricT", bound=MetricWrapperBase)
 
 # Regexes (re.search). Long-lived event streams would distort the latency histogram.
 NOT_INSTRUMENTED = ["^/healthz$", "^/readyz$", "^/metrics$", "/events$", "/events/stream$"]
+# The routes of these paths are the paths themselves, all excluded above: requests to them
+# skip the instrumentator, which would otherwise match the path against every route first.
+_UNINSTRUMENTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class _InstrumentatorMiddleware(PrometheusInstrumentatorMiddleware):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in _UNINSTRUMENTED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def setup_metrics(app: FastAPI, collectors: Sequence[Collector] = ()) -> None:
@@ -48,6 +62,10 @@ def setup_metrics(app: FastAPI, collectors: Sequence[Collector] = ()) -> None:
         app,
         latency_lowr_buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
+    cls, args, kwargs = app.user_middleware[0]  # add_middleware inserts the outermost first
+    if cls is not PrometheusInstrumentatorMiddleware:
+        raise RuntimeError("the instrumentator did not add its middleware")
+    app.user_middleware[0] = Middleware(_InstrumentatorMiddleware, *args, **kwargs)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

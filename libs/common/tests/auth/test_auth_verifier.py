@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -282,3 +283,38 @@ async def test_revoked_token_raises_token_revoked(key_source: Any, minter: Token
     assert caught.value.code == "token_revoked"
     assert caught.value.status_code == 401
     assert (await verifier.verify(other, USER_AUDIENCE)).sub == "1"
+
+
+async def test_verified_token_is_not_checked_again(
+    verifier: TokenVerifier, minter: TokenMinter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = minter.user_token("42", Role.OPERATOR)
+    first = await verifier.verify(token, USER_AUDIENCE)
+
+    def no_decode(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a verified token was decoded again")
+
+    monkeypatch.setattr(jwt, "decode", no_decode)
+    assert await verifier.verify(token, USER_AUDIENCE) is first
+    # Another audience is another verification (and is refused).
+    monkeypatch.undo()
+    await _refused(verifier, token, AUTH_INTERNAL_AUDIENCE)
+
+
+async def test_verified_token_refused_once_its_key_is_withdrawn(minter: TokenMinter) -> None:
+    keys = minter.key_source()
+    verifier = TokenVerifier(keys)
+    token = minter.user_token()
+    await verifier.verify(token, USER_AUDIENCE)
+    keys.remove(minter.current_kid)
+    assert await _refused(verifier, token) == "Token signed by an unknown key."
+
+
+async def test_verified_token_refused_once_expired(minter: TokenMinter) -> None:
+    verifier = TokenVerifier(minter.key_source(), leeway_seconds=0)
+    now = time.time()
+    token = minter.user_token(issued_at=now - 899, ttl=900)  # exp within the next second
+    await verifier.verify(token, USER_AUDIENCE)
+    exp = int(jwt.decode(token, options={"verify_signature": False})["exp"])
+    await asyncio.sleep(max(0.0, exp - time.time()) + 0.01)
+    assert await _refused(verifier, token) == "Token expired."

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flightdeck_common.auth.claims import (
     DEFAULT_ISSUER,
@@ -29,11 +32,24 @@ ALGORITHM = "EdDSA"
 MAX_TOKEN_BYTES = 8 * 1024
 MAX_KID_LENGTH = 128
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "jti", "iat", "exp", "token_use")
+# Tokens already verified, kept so a client's next requests skip parsing and the signature.
+VERIFIED_CACHE_SIZE = 1024
 # Three base64url segments, signature not empty (this alone rejects unsigned "alg": "none").
 _ROLE_VALUES = frozenset(role.value for role in Role)
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check but revocation at ``verified_at``."""
+
+    kid: str
+    key: Ed25519PublicKey
+    claims: TokenClaims
+    verified_at: float
+    valid_until: float  # PyJWT refuses it as expired from this moment (exp + leeway)
 
 
 class TokenVerifier:
@@ -57,6 +73,7 @@ class TokenVerifier:
         self.issuer = issuer
         self.leeway_seconds = leeway_seconds
         self.revocations = revocations
+        self._verified: dict[tuple[str, str], _Verified] = {}
 
     async def verify(self, token: str, audience: str) -> TokenClaims:
         """The claims of ``token`` if it is a valid, unrevoked token for ``audience``.
@@ -65,9 +82,42 @@ class TokenVerifier:
         signed by a published key, from our issuer, for ``audience`` and with every
         required claim; ``TokenRevoked`` (401) when it has been revoked;
         ``AuthUnavailable`` (503) when its key is unknown and the keys cannot be fetched.
+
+        A token verified before is not parsed nor its signature checked again while its
+        key is still the one published for its kid and it has not expired; the
+        revocation check runs on every call.
         """
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken("Token too large.")
+        claims = await self._verified_claims(token, audience)
+        if claims is None:
+            claims = await self._verify_token(token, audience)
+        if self.revocations is not None and await self.revocations.is_revoked(claims):
+            raise TokenRevoked("Token has been revoked.")
+        return claims
+
+    async def _verified_claims(self, token: str, audience: str) -> TokenClaims | None:
+        """The claims of a cached verification that still holds, else None.
+
+        Every check but the time ones depends only on the token, the audience and the
+        key; the time checks that passed at ``verified_at`` (``iat``, ``nbf`` not in the
+        future) still pass later, and ``exp`` is checked against the clock here as PyJWT
+        does. A clock that went back, or another key behind the kid, means a full check.
+        """
+        entry = self._verified.get((token, audience))
+        if entry is None:
+            return None
+        now = time.time()
+        if not entry.verified_at <= now < entry.valid_until:
+            del self._verified[(token, audience)]
+            return None
+        if await self.key_source.get(entry.kid) is not entry.key:
+            self._verified.pop((token, audience), None)
+            return None
+        return entry.claims
+
+    async def _verify_token(self, token: str, audience: str) -> TokenClaims:
+        """Every check but revocation, the result cached for ``_verified_claims``."""
         if _COMPACT_JWS.fullmatch(token) is None:
             raise InvalidToken("Malformed token.")
         try:
@@ -98,9 +148,18 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(_describe(exc)) from None
+        verified_at = time.time()  # no earlier than the clock PyJWT checked the times with
         claims = _claims(payload)
-        if self.revocations is not None and await self.revocations.is_revoked(claims):
-            raise TokenRevoked("Token has been revoked.")
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[(token, audience)] = _Verified(
+            kid=kid,
+            key=key,
+            claims=claims,
+            verified_at=verified_at,
+            # PyJWT: expired once int(exp) <= now - leeway.
+            valid_until=int(payload["exp"]) + self.leeway_seconds,
+        )
         return claims
 
 
