@@ -89,6 +89,7 @@ from schemathesis.specs.openapi.checks import (
 from flightdeck_common.devstack.stack import Stack
 from flightdeck_common.passwords import PasswordHasher
 from flightdeck_common.testing.plugin import isolated_stack_config
+from flightdeck_common.testing.stack_users import service_token
 
 pytestmark = pytest.mark.e2e
 
@@ -215,17 +216,7 @@ class FuzzIdentities:
         return current.headers
 
     def _service_token(self, account: str) -> dict[str, str]:
-        env = self.stack.service_env()
-        response = self.http.post(
-            "/auth/service-token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_ID"],
-                "client_secret": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_SECRET"],
-            },
-        )
-        assert response.status_code == 200, response.text
-        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+        return {"Authorization": f"Bearer {service_token(self.stack, self.http, account)}"}
 
     def _create_user(self, role: str) -> tuple[str, str, int]:
         username = f"fuzz-{role}-{secrets.token_hex(4)}"

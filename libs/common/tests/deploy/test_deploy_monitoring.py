@@ -9,7 +9,6 @@ stack runs and has served a few requests.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -30,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flightdeck_common.devstack.stack import Stack
 from flightdeck_common.devstack.traefik import DEFAULT_METRICS_PORT, DEFAULT_SERVICE_PORTS
-from flightdeck_common.passwords import PasswordHasher
+from flightdeck_common.testing.stack_users import create_user
 
 REPO = Path(__file__).resolve().parents[4]
 PROMETHEUS_DIR = REPO / "monitoring" / "prometheus"
@@ -371,32 +370,11 @@ def _exported_names(family: Any) -> set[str]:
 
 def _drive(stack: Stack) -> None:
     """Requests through the ingress that make the lazily labelled metrics appear."""
-    env = stack.service_env()
     webhook_secret = stack.config.extra_env["FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS"]
     with httpx.Client(base_url=stack.ingress_url, timeout=15, trust_env=False) as http:
         # A viewer made through auth's internal API (a failed login would count against
         # the shared stack's per-IP failure limit, so none is made here).
-        service = http.post(
-            "/auth/service-token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": env["FLIGHTDECK_ADMIN_SERVICE_CLIENT_ID"],
-                "client_secret": env["FLIGHTDECK_ADMIN_SERVICE_CLIENT_SECRET"],
-            },
-        )
-        assert service.status_code == 200, service.text
-        username = f"metrics-viewer-{secrets.token_hex(4)}"
-        password = f"passphrase-{secrets.token_urlsafe(12)}"
-        created = http.post(
-            "/auth/internal/users",
-            json={
-                "username": username,
-                "password_hash": asyncio.run(PasswordHasher().hash(password)),
-                "role": "viewer",
-            },
-            headers={"Authorization": f"Bearer {service.json()['access_token']}"},
-        )
-        assert created.status_code == 201, created.text
+        username, password = create_user(stack, http, "viewer", prefix="metrics")
         login = http.post("/auth/login", json={"username": username, "password": password})
         assert login.status_code == 200, login.text
         viewer = {"Authorization": f"Bearer {login.json()['access_token']}"}

@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from flightdeck_common.devstack.ports import free_port
 from flightdeck_common.devstack.stack import SERVICES, Stack
-from flightdeck_common.passwords import PasswordHasher
 from flightdeck_common.testing.live import SseReader
 from flightdeck_common.testing.plugin import isolated_stack_config
+from flightdeck_common.testing.stack_users import create_user, service_token
 
 pytestmark = pytest.mark.e2e
 
@@ -84,35 +84,8 @@ def _replica(stack: Stack, service: str, index: int) -> httpx.Client:
     return httpx.Client(base_url=stack.replica_url(service, index), timeout=15, trust_env=False)
 
 
-def _service_token(stack: Stack, http: httpx.Client, account: str) -> str:
-    env = stack.service_env()
-    response = http.post(
-        "/auth/service-token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_ID"],
-            "client_secret": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_SECRET"],
-        },
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 def _user(stack: Stack, http: httpx.Client, role: str) -> tuple[str, str]:
-    """A fresh user made through auth's internal API; returns (username, password)."""
-    username = f"cluster-{role}-{secrets.token_hex(4)}"
-    password = f"passphrase-{secrets.token_urlsafe(12)}"
-    created = http.post(
-        "/auth/internal/users",
-        json={
-            "username": username,
-            "password_hash": asyncio.run(PasswordHasher().hash(password)),
-            "role": role,
-        },
-        headers={"Authorization": f"Bearer {_service_token(stack, http, 'admin')}"},
-    )
-    assert created.status_code == 201, created.text
-    return username, password
+    return create_user(stack, http, role, prefix="cluster")
 
 
 def _login(http: httpx.Client, username: str, password: str, **headers: str) -> dict[str, Any]:
@@ -334,7 +307,7 @@ def _audit_event(batch: int, index: int) -> dict[str, Any]:
 def test_two_admin_replicas_keep_one_valid_audit_chain(
     cluster: Stack, ingress: httpx.Client, admin_headers: dict[str, str]
 ) -> None:
-    token = _service_token(cluster, ingress, "pipeline")
+    token = service_token(cluster, ingress, "pipeline")
     batches = [[_audit_event(b, i) for i in range(10)] for b in range(16)]
     urls = [cluster.replica_url("admin", index) for index in range(2)]
 

@@ -5,7 +5,6 @@ outboxes and arrive exactly once, in order, when it comes back."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
@@ -21,42 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from flightdeck_common.devstack.stack import Stack
-from flightdeck_common.passwords import PasswordHasher
+from flightdeck_common.testing.stack_users import create_user
 
 pytestmark = pytest.mark.e2e
 
 DELIVERY_TIMEOUT = 45.0  # the stack caps relay backoff at 2 s; admin restarts in seconds
 
 
-def _service_token(stack: Stack, http: httpx.Client, account: str) -> str:
-    env = stack.service_env()
-    response = http.post(
-        "/auth/service-token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_ID"],
-            "client_secret": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_SECRET"],
-        },
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 def _user(stack: Stack, http: httpx.Client, role: str) -> tuple[str, str]:
-    """A fresh user made through auth's internal API; returns (username, password)."""
-    username = f"e2e-{role}-{secrets.token_hex(4)}"
-    password = f"passphrase-{secrets.token_urlsafe(12)}"
-    created = http.post(
-        "/auth/internal/users",
-        json={
-            "username": username,
-            "password_hash": asyncio.run(PasswordHasher().hash(password)),
-            "role": role,
-        },
-        headers={"Authorization": f"Bearer {_service_token(stack, http, 'admin')}"},
-    )
-    assert created.status_code == 201, created.text
-    return username, password
+    return create_user(stack, http, role, prefix="e2e")
 
 
 def _login(http: httpx.Client, username: str, password: str) -> dict[str, str]:

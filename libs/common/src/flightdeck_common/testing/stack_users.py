@@ -1,0 +1,48 @@
+"""Identities for end-to-end tests against a running stack: the stack's service accounts'
+tokens, and fresh users made through auth's internal API."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import httpx
+
+from flightdeck_common.devstack.stack import Stack
+from flightdeck_common.passwords import PasswordHasher
+
+
+def service_token(stack: Stack, http: httpx.Client, account: str) -> str:
+    """A service token for the stack's ``account`` (``admin`` or ``pipeline``), issued by
+    the auth service ``http`` reaches (the ingress or one replica)."""
+    env = stack.service_env()
+    response = http.post(
+        "/auth/service-token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_ID"],
+            "client_secret": env[f"FLIGHTDECK_{account.upper()}_SERVICE_CLIENT_SECRET"],
+        },
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def create_user(
+    stack: Stack, http: httpx.Client, role: str, prefix: str = "e2e"
+) -> tuple[str, str]:
+    """A fresh user with ``role``, made through auth's internal API with admin's service
+    token; returns (username, password)."""
+    username = f"{prefix}-{role}-{secrets.token_hex(4)}"
+    password = f"passphrase-{secrets.token_urlsafe(12)}"
+    created = http.post(
+        "/auth/internal/users",
+        json={
+            "username": username,
+            "password_hash": asyncio.run(PasswordHasher().hash(password)),
+            "role": role,
+        },
+        headers={"Authorization": f"Bearer {service_token(stack, http, 'admin')}"},
+    )
+    assert created.status_code == 201, created.text
+    return username, password
