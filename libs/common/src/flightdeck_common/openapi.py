@@ -60,7 +60,11 @@ INTERNAL_ERROR = _generic(
     500, "internal_error", "Internal Server Error", "Unexpected error (logged, never detailed)"
 )
 DATABASE_UNAVAILABLE = _generic(
-    503, "database_unavailable", "Database unavailable", "Database unavailable"
+    503,
+    "database_unavailable",
+    "Database unavailable",
+    "The database (`database_unavailable`) or another dependency such as Redis "
+    "(`dependency_unavailable`) cannot be reached; retry after `Retry-After` seconds",
 )
 
 
