@@ -16,6 +16,9 @@ from flightdeck_common.db import create_engine
 from flightdeck_common.migrations import upgrade_to_head
 from flightdeck_common.settings import CommonSettings
 
+# Exit status when the server could not start (as `uvicorn.run` exits).
+STARTUP_FAILURE = 3
+
 
 @dataclass(frozen=True)
 class CliCommand:
@@ -72,7 +75,9 @@ def run_cli(
 
     import uvicorn
 
-    uvicorn.run(
+    from flightdeck_common.shutdown import DrainingServer
+
+    config = uvicorn.Config(
         app_path,
         factory=True,
         host=args.host,
@@ -83,7 +88,9 @@ def run_cli(
         timeout_graceful_shutdown=10,
         log_config=None,
     )
-    return 0
+    server = DrainingServer(config, settings.shutdown_drain_seconds)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 async def _migrate(settings: CommonSettings, migrations_dir: Path) -> None:

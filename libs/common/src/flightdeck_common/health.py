@@ -15,6 +15,7 @@ from flightdeck_common.db import ping
 from flightdeck_common.errors import problem_response
 from flightdeck_common.metrics import READINESS
 from flightdeck_common.resources import Resources
+from flightdeck_common.shutdown import DRAINING
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,14 @@ def health_router(checks: Sequence[ReadinessCheck]) -> APIRouter:
     @router.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
         resources: Resources = request.app.state.resources
+        if DRAINING.is_set():
+            return problem_response(
+                503,
+                code="draining",
+                title="Service stopping",
+                detail="This instance received a stop signal and is draining.",
+                headers={"Cache-Control": "no-store"},
+            )
         active = [c for c in checks if c is not REDIS_CHECK or resources.redis is not None]
         results = await run_checks(resources, active, resources.settings.readiness_timeout_seconds)
         failed = [n for n, r in results.items() if r["status"] != "ok" and r["critical"]]

@@ -116,6 +116,9 @@ class CommonSettings(BaseSettings):
     cors_allow_origins: list[str] = Field(default_factory=list)
     hsts_max_age_seconds: int = Field(63072000, ge=0)
     readiness_timeout_seconds: float = Field(2.0, gt=0)
+    # After a stop signal, /readyz answers 503 this long before the server stops
+    # accepting connections (longer than the load balancer's health-check interval).
+    shutdown_drain_seconds: float = Field(0.0, ge=0, le=120)
 
     # This service's own account for service-to-service calls (client credentials).
     service_client_id: str | None = None
