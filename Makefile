@@ -53,7 +53,7 @@ test: install ## the whole suite (starts throwaway PostgreSQL, Redis, Traefik it
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: test-resilience
-test-resilience: install ## outages of PostgreSQL, Redis, auth and Traefik under a running full-mode stack (also in make test)
+test-resilience: install ## outages of PostgreSQL, Redis, auth and Traefik under a running full-mode stack, and a rolling restart under load (also in make test)
 	$(PY) -m pytest libs/common/tests/resilience $(PYTEST_ARGS)
 
 # Cases per operation of `make fuzz` (`make test` runs the same fuzzer with a few).

@@ -16,9 +16,6 @@ from flightdeck_common.db import create_engine
 from flightdeck_common.migrations import upgrade_to_head
 from flightdeck_common.settings import CommonSettings
 
-# Exit status when the server could not start (as `uvicorn.run` exits).
-STARTUP_FAILURE = 3
-
 
 @dataclass(frozen=True)
 class CliCommand:
@@ -73,24 +70,11 @@ def run_cli(
         print(f"flightdeck-{service}: database migrated to head")
         return 0
 
-    import uvicorn
+    from flightdeck_common.shutdown import serve as serve_app
 
-    from flightdeck_common.shutdown import DrainingServer
-
-    config = uvicorn.Config(
-        app_path,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        log_config=None,
+    return serve_app(
+        app_path, args.host, args.port, args.forwarded_allow_ips, settings.shutdown_drain_seconds
     )
-    server = DrainingServer(config, settings.shutdown_drain_seconds)
-    server.run()
-    return 0 if server.started else STARTUP_FAILURE
 
 
 async def _migrate(settings: CommonSettings, migrations_dir: Path) -> None:

@@ -7,12 +7,18 @@ and runs the lifespan shutdown (outbox relay flush, pools closed). A load balanc
 health-checks ``/readyz`` more often than the drain time (Traefik, a Kubernetes readiness
 probe) has taken the instance out before it stops, so nobody sees a refused connection.
 A second signal stops at once, as uvicorn does.
+
+``python -m flightdeck_common.shutdown <module:factory> --port N --drain-seconds S`` runs an
+app factory under this server (the local stack's replicas, ``make run-cluster``).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 import threading
+from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
@@ -40,3 +46,55 @@ class DrainingServer(uvicorn.Server):
         timer = threading.Timer(self.drain_seconds, super().handle_exit, args=(sig, None))
         timer.daemon = True
         timer.start()
+
+
+# Exit status when the server could not start (as `uvicorn.run` exits).
+STARTUP_FAILURE = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve an app factory (``module:function``) under :class:`DrainingServer`, configured
+    as ``flightdeck-<service> serve`` does (proxy headers, no access log, 10 s graceful
+    shutdown, the app's own logging)."""
+    parser = argparse.ArgumentParser(prog="python -m flightdeck_common.shutdown")
+    parser.add_argument("app", help="app factory, e.g. flightdeck_auth.app:create_app")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="addresses of the ingress whose X-Forwarded-* headers are trusted",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="after a stop signal, answer /readyz 503 this long before shutting down",
+    )
+    args = parser.parse_args(argv)
+    return serve(args.app, args.host, args.port, args.forwarded_allow_ips, args.drain_seconds)
+
+
+def serve(app: str, host: str, port: int, forwarded_allow_ips: str, drain_seconds: float) -> int:
+    """Run the app factory ``app`` until stopped; the exit status (3: could not start)."""
+    config = uvicorn.Config(
+        app,
+        factory=True,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        log_config=None,
+    )
+    server = DrainingServer(config, drain_seconds)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
+
+
+if __name__ == "__main__":
+    # Through the imported module: health.py reads *its* DRAINING, not this __main__'s copy.
+    from flightdeck_common.shutdown import main as _main
+
+    sys.exit(_main())

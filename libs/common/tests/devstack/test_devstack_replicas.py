@@ -180,3 +180,34 @@ def test_a_stopped_replica_leaves_the_balancer_and_comes_back(tmp_path: Path) ->
     assert all(log.exists() for log in logs)
     assert all(pid is not None and not Path(f"/proc/{pid}").exists() for pid in pids)
     assert not any(port_in_use(port) for port in [*ports, config.ingress_port])
+
+
+def test_replicas_run_under_the_draining_server(tmp_path: Path) -> None:
+    stack = Stack(_config(tmp_path, 2, drain_seconds=2.5))
+    argv = stack._uvicorn_argv("auth", 8101)
+    assert argv[1:4] == ["-m", "flightdeck_common.shutdown", "flightdeck_auth.app:create_app"]
+    assert argv[argv.index("--drain-seconds") + 1] == "2.5"
+    assert argv[argv.index("--port") + 1] == "8101"
+
+
+def test_the_cluster_command_drains_longer_than_the_health_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flightdeck_common.devstack import __main__ as cli
+
+    seen: list[StackConfig] = []
+
+    def fake_run(config: StackConfig) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr(cli, "run", fake_run)
+    var = ["--var-dir", str(tmp_path)]
+    assert cli.main(["run", "--full", "--replicas", "2", *var]) == 0
+    assert cli.main(["run", *var]) == 0
+    assert cli.main(["run", "--full", "--replicas", "2", "--drain-seconds", "1", *var]) == 0
+    interval = seen[0].health_check_interval
+    assert interval.endswith("s")
+    assert seen[0].drain_seconds == cli.CLUSTER_DRAIN_SECONDS > float(interval[:-1])
+    assert seen[1].drain_seconds == 0.0
+    assert seen[2].drain_seconds == 1.0

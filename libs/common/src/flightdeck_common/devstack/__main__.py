@@ -30,6 +30,10 @@ from flightdeck_common.devstack.traefik import ROUTE_PREFIXES, render_committed_
 
 EXIT_FAILURE = 1
 EXIT_PORT_IN_USE = 2
+CLUSTER_DRAIN_SECONDS = 7.0
+"""Drain of each replica with ``--replicas`` above 1: longer than Traefik's 5 s health
+check (``StackConfig.health_check_interval``), so a stopping replica leaves the balancer
+before it stops accepting connections."""
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -183,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         help="processes per service behind Traefik (more than 1 needs --full); replica i "
         f"listens on the service's port + {REPLICA_PORT_STEP}*i",
     )
+    run_parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="after SIGTERM each service answers /readyz 503 this long before stopping "
+        f"(default: 0, or {CLUSTER_DRAIN_SECONDS:g} with --replicas above 1)",
+    )
     run_parser.add_argument("--var-dir", type=Path, default=Path("var"))
     run_parser.add_argument(
         "--services", default=",".join(SERVICES), help="comma-separated subset to run"
@@ -239,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         postgres_port=args.postgres_port,
         redis_port=args.redis_port,
         replicas=args.replicas,
+        drain_seconds=(
+            args.drain_seconds
+            if args.drain_seconds is not None
+            else CLUSTER_DRAIN_SECONDS
+            if args.replicas > 1
+            else StackConfig.drain_seconds
+        ),
     )
     try:
         return run(config)

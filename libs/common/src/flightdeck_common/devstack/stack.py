@@ -35,7 +35,9 @@ DEFAULT_REDIS_PORT = 63790
 REPLICA_PORT_STEP = 10
 """Replica ``i`` of a service listens on its port + ``i * REPLICA_PORT_STEP`` unless
 ``StackConfig.replica_ports`` says otherwise (``make run-cluster``: 8101 and 8111 for auth)."""
-SERVICE_STOP_TIMEOUT = 15.0  # uvicorn gets --timeout-graceful-shutdown 10
+SERVICE_STOP_TIMEOUT = 15.0
+"""How long a stopping service may take after its drain (``StackConfig.drain_seconds``):
+the server finishes in-flight requests within 10 s (``timeout_graceful_shutdown``)."""
 ROUTE_TIMEOUT = 30.0  # Traefik's file provider may take a moment to load the routes
 _SERVER_UP = re.compile(
     r'^traefik_service_server_up\{[^}]*url="(?P<url>[^"]+)"[^}]*\} (?P<value>\S+)$'
@@ -100,6 +102,10 @@ class StackConfig:
     """fsync on (``make run-full`` keeps data); tests turn it off for speed."""
     health_check_interval: str = "5s"
     """How often Traefik asks each server's ``/readyz`` (a Go duration)."""
+    drain_seconds: float = 0.0
+    """After SIGTERM a service answers ``/readyz`` 503 this long, still serving, before it
+    stops (``flightdeck_common.shutdown``). Longer than ``health_check_interval``, Traefik
+    has taken a stopping replica out of the balancer before it refuses anything."""
 
 
 class Stack(StartStop):
@@ -256,7 +262,7 @@ class Stack(StartStop):
         for process in processes:
             process.terminate()  # all at once; then wait for each
         for process in processes:
-            attempt(functools.partial(process.stop, SERVICE_STOP_TIMEOUT))
+            attempt(functools.partial(process.stop, self._stop_timeout))
         if self.redis is not None:
             attempt(self.redis.stop)
         if self.postgres is not None:
@@ -279,8 +285,10 @@ class Stack(StartStop):
 
     def stop_replica(self, service: str, index: int) -> None:
         """Stop replica ``index`` of ``service`` (SIGTERM, graceful drain). Traefik's
-        health check takes it out of the load balancer within one interval."""
-        self.replicas[service][index].stop(SERVICE_STOP_TIMEOUT)
+        health check takes it out of the load balancer within one interval; with
+        ``drain_seconds`` that happens before the process stops, which takes that long more.
+        """
+        self.replicas[service][index].stop(self._stop_timeout)
         if self.traefik is not None and self.config.replicas > 1:
             self._wait_in_balancer(service, index, up=False)
 
@@ -394,13 +402,20 @@ class Stack(StartStop):
                     self.config.startup_timeout,
                 )
 
+    @property
+    def _stop_timeout(self) -> float:
+        return self.config.drain_seconds + SERVICE_STOP_TIMEOUT
+
     def _uvicorn_argv(self, service: str, port: int) -> list[str]:
+        """uvicorn under the draining server (``flightdeck_common.shutdown``), configured as
+        ``flightdeck-<service> serve``: proxy headers from loopback, no access log, 10 s
+        graceful shutdown."""
         return [
-            sys.executable, "-m", "uvicorn",
-            self.config.app_module_template.format(service=service), "--factory",
+            sys.executable, "-m", "flightdeck_common.shutdown",
+            self.config.app_module_template.format(service=service),
             "--host", LOOPBACK, "--port", str(port),
-            "--proxy-headers", "--forwarded-allow-ips", LOOPBACK,
-            "--no-access-log", "--timeout-graceful-shutdown", "10",
+            "--forwarded-allow-ips", LOOPBACK,
+            "--drain-seconds", f"{self.config.drain_seconds:g}",
         ]  # fmt: skip
 
     def _wait_in_balancer(self, service: str, index: int, *, up: bool) -> None:

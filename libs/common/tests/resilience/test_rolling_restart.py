@@ -1,0 +1,233 @@
+"""Issue 9, graceful shutdown: a rolling restart of every service under steady load.
+
+A full-mode cluster (two replicas per service, Traefik health-checking ``/readyz`` every
+second) runs each replica under the draining server with a drain longer than that
+interval. While background loops send signed ``workflow_run`` webhooks, list runs as an
+operator and log in, through the ingress, each replica of auth, pipeline and admin is
+stopped (SIGTERM) and started again in turn. Every answer is recorded: none may be a 5xx
+or a connection error, and every webhook acknowledged with a 2xx is stored afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flightdeck_common.devstack.ports import free_port
+from flightdeck_common.devstack.stack import SERVICES, Stack
+from flightdeck_common.testing.plugin import isolated_stack_config
+from flightdeck_common.testing.stack_users import create_user
+
+pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+WORKFLOW_RUN = REPO_ROOT / "services/pipeline/tests/fixtures/github/workflow_run"
+HEALTH_CHECK_INTERVAL = "1s"
+DRAIN_SECONDS = 2.5  # > the health-check interval: out of the balancer before it stops
+LOAD_WORKERS = 3
+REQUEST_TIMEOUT = 15.0
+MIN_REQUESTS = 100  # "steady load": far more than a handful per restart
+PAGE_SIZE = 200
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Stack]:
+    """Two replicas of each service in full mode, draining on SIGTERM (see
+    ``test_cluster_replicas`` for why the data lives outside pytest's basetemp)."""
+    base = Path(tempfile.mkdtemp(prefix="flightdeck-rolling-"))
+    config = isolated_stack_config(base / "var")
+    config.full = True
+    config.replicas = 2
+    config.replica_ports = {service: [free_port()] for service in SERVICES}
+    config.postgres_port = free_port()
+    config.redis_port = free_port()
+    config.postgres_durable = False
+    config.health_check_interval = HEALTH_CHECK_INTERVAL
+    config.drain_seconds = DRAIN_SECONDS
+    config.startup_timeout = 90.0
+    try:
+        with Stack(config) as stack:
+            yield stack
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Load:
+    """What the background loops saw: one entry per request."""
+
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+    """(kind, status code or exception class name)."""
+    acknowledged: set[int] = field(default_factory=set)
+    """Run ids of webhooks answered with a 2xx."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, kind: str, outcome: str, run_id: int | None = None) -> None:
+        with self.lock:
+            self.outcomes.append((kind, outcome))
+            if run_id is not None:
+                self.acknowledged.add(run_id)
+
+
+def _delivery(secret: str, repository: str, run_id: int) -> tuple[bytes, dict[str, str]]:
+    payload = json.loads((WORKFLOW_RUN / "requested.payload.json").read_bytes())
+    payload["workflow_run"]["id"] = run_id
+    payload["repository"]["full_name"] = repository
+    body = json.dumps(payload).encode()
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {
+        "X-GitHub-Event": "workflow_run",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": f"sha256={digest}",
+        "Content-Type": "application/json",
+    }
+
+
+def _login(http: httpx.Client, username: str, password: str) -> httpx.Response:
+    return http.post("/auth/login", json={"username": username, "password": password})
+
+
+def _load_loop(
+    stack: Stack,
+    worker: int,
+    credentials: tuple[str, str],
+    operator: dict[str, str],
+    repository: str,
+    load: Load,
+    stop: threading.Event,
+) -> None:
+    """Webhook, list, webhook, list, ... and a login every fifth round; one keep-alive
+    client per loop, as a browser or GitHub's sender would have."""
+    secret = stack.config.extra_env["FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS"]
+    calls: list[tuple[str, Callable[[httpx.Client], tuple[httpx.Response, int | None]]]] = []
+
+    def webhook(http: httpx.Client) -> tuple[httpx.Response, int | None]:
+        run_id = 900_000_000 + secrets.randbelow(99_000_000)
+        body, headers = _delivery(secret, repository, run_id)
+        return http.post("/pipelines/webhooks/github", content=body, headers=headers), run_id
+
+    def listing(http: httpx.Client) -> tuple[httpx.Response, int | None]:
+        return http.get("/pipelines", params={"limit": 20}, headers=operator), None
+
+    def login(http: httpx.Client) -> tuple[httpx.Response, int | None]:
+        return _login(http, *credentials), None
+
+    calls = [("webhook", webhook), ("list", listing)] * 2 + [("login", login)]
+    with httpx.Client(base_url=stack.ingress_url, timeout=REQUEST_TIMEOUT, trust_env=False) as http:
+        round_number = worker
+        while not stop.is_set():
+            kind, call = calls[round_number % len(calls)]
+            round_number += 1
+            try:
+                response, run_id = call(http)
+            except httpx.TransportError as exc:
+                load.record(kind, type(exc).__name__)
+                continue
+            acknowledged = run_id if kind == "webhook" and response.is_success else None
+            load.record(kind, str(response.status_code), acknowledged)
+            time.sleep(0.02)
+
+
+def _stored_run_ids(http: httpx.Client, headers: dict[str, str], repository: str) -> set[int]:
+    found: set[int] = set()
+    params: dict[str, Any] = {"repository": repository, "limit": PAGE_SIZE}
+    while True:
+        page = http.get("/pipelines", params=params, headers=headers)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        found.update(run["run_id"] for run in body["items"])
+        if not body["next_cursor"]:
+            return found
+        params["cursor"] = body["next_cursor"]
+
+
+def test_rolling_restart_under_load_loses_nothing_and_answers_no_5xx(
+    cluster: Stack, record_property: Callable[[str, object], None]
+) -> None:
+    repository = f"acme/rolling-{secrets.token_hex(4)}"
+    with httpx.Client(
+        base_url=cluster.ingress_url, timeout=REQUEST_TIMEOUT, trust_env=False
+    ) as ingress:
+        credentials = create_user(cluster, ingress, "operator", prefix="rolling")
+        login = _login(ingress, *credentials)
+        assert login.status_code == 200, login.text
+        operator = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+        load = Load()
+        stop = threading.Event()
+        workers = [
+            threading.Thread(
+                target=_load_loop,
+                args=(cluster, worker, credentials, operator, repository, load, stop),
+                name=f"load-{worker}",
+                daemon=True,
+            )
+            for worker in range(LOAD_WORKERS)
+        ]
+        started = time.monotonic()
+        for thread in workers:
+            thread.start()
+        restarts: list[tuple[str, int, float]] = []
+        try:
+            time.sleep(1.0)  # load running before the first stop
+            for service in SERVICES:
+                for index in range(cluster.config.replicas):
+                    began = time.monotonic()
+                    cluster.stop_replica(service, index)
+                    cluster.start_replica(service, index)
+                    restarts.append((service, index, time.monotonic() - began))
+                    cluster.check()
+            time.sleep(1.0)  # and still running after the last start
+        finally:
+            stop.set()
+            for thread in workers:
+                thread.join(REQUEST_TIMEOUT + 5)
+        elapsed = time.monotonic() - started
+        assert not any(thread.is_alive() for thread in workers)
+
+        stored = _stored_run_ids(ingress, operator, repository)
+
+    statuses = Counter(outcome for _, outcome in load.outcomes)
+    by_kind = Counter(kind for kind, _ in load.outcomes)
+    summary = {
+        "requests": len(load.outcomes),
+        "seconds": round(elapsed, 1),
+        "statuses": dict(statuses),
+        "kinds": dict(by_kind),
+        "acknowledged": len(load.acknowledged),
+        "stored": len(stored & load.acknowledged),
+        "restart_seconds": {f"{s}-{i}": round(t, 1) for s, i, t in restarts},
+    }
+    for name, value in summary.items():
+        record_property(name, value)
+    print(f"rolling restart: {summary}")
+
+    failures = [
+        (kind, outcome)
+        for kind, outcome in load.outcomes
+        if not outcome.isdigit() or int(outcome) >= 500
+    ]
+    assert not failures, f"5xx or connection errors during the rolling restart: {summary}"
+    unexpected = {outcome for outcome in statuses if outcome not in ("200", "202")}
+    assert not unexpected, summary
+    assert len(load.outcomes) >= MIN_REQUESTS, summary
+    assert all(by_kind[kind] > 0 for kind in ("webhook", "list", "login")), summary
+    assert load.acknowledged, summary
+    assert load.acknowledged <= stored, (
+        f"acknowledged but not stored: {sorted(load.acknowledged - stored)}"
+    )
