@@ -313,7 +313,9 @@ async def test_verified_token_refused_once_its_key_is_withdrawn(minter: TokenMin
 async def test_verified_token_refused_once_expired(minter: TokenMinter) -> None:
     verifier = TokenVerifier(minter.key_source(), leeway_seconds=0)
     now = time.time()
-    token = minter.user_token(issued_at=now - 899, ttl=900)  # exp within the next second
+    # exp 2-3 s ahead: time enough for the first check on a loaded machine (within the
+    # next second was too close once), and a short wait for the expiry.
+    token = minter.user_token(issued_at=now - 897, ttl=900)
     await verifier.verify(token, USER_AUDIENCE)
     exp = int(jwt.decode(token, options={"verify_signature": False})["exp"])
     await asyncio.sleep(max(0.0, exp - time.time()) + 0.01)
