@@ -34,7 +34,8 @@ from flightdeck_common.devstack import (
 )
 from flightdeck_common.devstack.postgres import find_pg_bindir
 from flightdeck_common.devstack.redis import redis_ping
-from flightdeck_common.devstack.traefik import COMMITTED_CONFIG_DIR, find_traefik_binary
+from flightdeck_common.devstack.traefik import COMMITTED_CONFIG_DIR
+from flightdeck_common.testing.plugin import have_traefik, needs_traefik
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 
@@ -47,17 +48,8 @@ def _have_postgres() -> bool:
     return True
 
 
-def _have_traefik() -> bool:
-    try:
-        find_traefik_binary()
-    except FileNotFoundError:
-        return False
-    return True
-
-
 needs_postgres = pytest.mark.skipif(not _have_postgres(), reason="PostgreSQL binaries missing")
 needs_redis = pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server missing")
-needs_traefik = pytest.mark.skipif(not _have_traefik(), reason="traefik binary missing")
 
 # A stdlib HTTP upstream: echoes what it received as JSON; /readyz answers 503 while
 # the file "<name>.down" exists next to the script.
@@ -265,7 +257,7 @@ class Ingress:
 @pytest.fixture(scope="module")
 def ingress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingress]:
     """Traefik on free ports in front of two stdlib upstreams named auth and pipeline."""
-    if not _have_traefik():
+    if not have_traefik():
         pytest.skip("traefik binary missing")
     base = tmp_path_factory.mktemp("ingress")
     script = base / "upstream.py"

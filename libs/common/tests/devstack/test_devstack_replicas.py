@@ -15,18 +15,8 @@ import pytest
 
 from flightdeck_common.devstack import ManagedProcess, Stack, StackConfig, free_port, port_in_use
 from flightdeck_common.devstack.stack import REPLICA_PORT_STEP
-from flightdeck_common.devstack.traefik import find_traefik_binary, render_dynamic_config
-
-
-def _have_traefik() -> bool:
-    try:
-        find_traefik_binary()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_traefik = pytest.mark.skipif(not _have_traefik(), reason="traefik binary missing")
+from flightdeck_common.devstack.traefik import render_dynamic_config
+from flightdeck_common.testing.plugin import needs_traefik
 
 # A pure ASGI app per service that says which port (replica) answered.
 STUB_APP = textwrap.dedent(

@@ -16,8 +16,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,11 +28,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flightdeck_common.devstack.ports import free_port
-from flightdeck_common.devstack.stack import SERVICES, Stack
+from flightdeck_common.devstack.stack import Stack
 from flightdeck_common.testing.live import SseReader
-from flightdeck_common.testing.plugin import isolated_stack_config
-from flightdeck_common.testing.stack_users import create_user, service_token
+from flightdeck_common.testing.plugin import isolated_full_stack
+from flightdeck_common.testing.stack_users import audit_events, create_user, service_token
 
 pytestmark = pytest.mark.e2e
 
@@ -49,29 +46,14 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Stack]:
-    """Two replicas of each service in full mode, with their own PostgreSQL and Redis.
-
-    The data lives outside pytest's basetemp: PostgreSQL runs as another user and a
-    concurrent pytest session may reset that directory's permissions.
-    """
-    base = Path(tempfile.mkdtemp(prefix="flightdeck-cluster-"))
-    config = isolated_stack_config(
-        base / "var",
+    """Two replicas of each service in full mode, with their own PostgreSQL and Redis."""
+    with isolated_full_stack(
+        "flightdeck-cluster",
         {"FLIGHTDECK_ADMIN_RATE_LIMIT_REGISTRATION": f"{REGISTRATION_LIMIT}/hour"},
-    )
-    config.full = True
-    config.replicas = 2
-    config.replica_ports = {service: [free_port()] for service in SERVICES}
-    config.postgres_port = free_port()
-    config.redis_port = free_port()
-    config.postgres_durable = False
-    config.health_check_interval = "1s"
-    config.startup_timeout = 90.0  # six processes importing at once on a small machine
-    try:
-        with Stack(config) as stack:
-            yield stack
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+        replicas=2,
+        health_check_interval="1s",
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -121,22 +103,6 @@ def _eventually(probe: Callable[[], T | None], what: str, timeout: float = DELIV
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(0.2)
-
-
-def _audit_events(
-    http: httpx.Client, headers: dict[str, str], **filters: str
-) -> list[dict[str, Any]]:
-    """Every audit event matching ``filters`` (all pages), oldest first."""
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {**filters, "limit": 200}
-    while True:
-        page = http.get("/admin/audit-events", params=params, headers=headers)
-        assert page.status_code == 200, page.text
-        body = page.json()
-        items.extend(body["items"])
-        if not body["next_cursor"]:
-            return sorted(items, key=lambda item: item["seq"])
-        params["cursor"] = body["next_cursor"]
 
 
 def _admin_db_rows(stack: Stack, query: str) -> list[tuple[Any, ...]]:
@@ -371,7 +337,7 @@ def test_two_relays_per_outbox_deliver_each_event_exactly_once(
     def mine() -> list[dict[str, Any]]:
         return [
             event
-            for event in _audit_events(ingress, admin_headers, type="auth.login.failed")
+            for event in audit_events(ingress, admin_headers, type="auth.login.failed")
             if event["actor"] in ghosts
         ]
 

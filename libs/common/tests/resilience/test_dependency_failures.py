@@ -15,8 +15,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,10 +25,9 @@ import httpx
 import pytest
 from redis import Redis
 
-from flightdeck_common.devstack.ports import free_port
 from flightdeck_common.devstack.stack import SERVICES, Stack
 from flightdeck_common.testing.live import SseReader
-from flightdeck_common.testing.plugin import isolated_stack_config
+from flightdeck_common.testing.plugin import isolated_full_stack
 from flightdeck_common.testing.stack_users import create_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
@@ -51,29 +48,18 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """All services in full mode with PostgreSQL and Redis of their own: this module stops
-    and starts them, which must not disturb other tests. The data lives outside pytest's
-    basetemp (PostgreSQL runs as another user; see ``test_cluster_replicas``)."""
-    base = Path(tempfile.mkdtemp(prefix="flightdeck-resilience-"))
-    config = isolated_stack_config(
-        base / "var",
+    and starts them, which must not disturb other tests."""
+    with isolated_full_stack(
+        "flightdeck-resilience",
         {
             "FLIGHTDECK_ADMIN_RATE_LIMIT_REGISTRATION": f"{REGISTRATION_LIMIT}/hour",
             "FLIGHTDECK_AUTH_LOGIN_MAX_FAILURES_PER_USER": str(FAILURES_PER_USER),
             # Every login of this module comes from 127.0.0.1 through the ingress.
             "FLIGHTDECK_AUTH_LOGIN_MAX_FAILURES_PER_IP": "1000",
         },
-    )
-    config.full = True
-    config.postgres_port = free_port()
-    config.redis_port = free_port()
-    config.postgres_durable = False
-    config.health_check_interval = HEALTH_CHECK_INTERVAL
-    config.startup_timeout = 90.0
-    try:
-        with Stack(config) as running:
-            yield running
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

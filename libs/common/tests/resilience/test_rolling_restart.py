@@ -14,8 +14,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -28,9 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from flightdeck_common.devstack.ports import free_port
 from flightdeck_common.devstack.stack import SERVICES, Stack
-from flightdeck_common.testing.plugin import isolated_stack_config
+from flightdeck_common.testing.plugin import isolated_full_stack
 from flightdeck_common.testing.stack_users import create_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
@@ -47,24 +44,14 @@ PAGE_SIZE = 200
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Stack]:
-    """Two replicas of each service in full mode, draining on SIGTERM (see
-    ``test_cluster_replicas`` for why the data lives outside pytest's basetemp)."""
-    base = Path(tempfile.mkdtemp(prefix="flightdeck-rolling-"))
-    config = isolated_stack_config(base / "var")
-    config.full = True
-    config.replicas = 2
-    config.replica_ports = {service: [free_port()] for service in SERVICES}
-    config.postgres_port = free_port()
-    config.redis_port = free_port()
-    config.postgres_durable = False
-    config.health_check_interval = HEALTH_CHECK_INTERVAL
-    config.drain_seconds = DRAIN_SECONDS
-    config.startup_timeout = 90.0
-    try:
-        with Stack(config) as stack:
-            yield stack
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    """Two replicas of each service in full mode, draining on SIGTERM."""
+    with isolated_full_stack(
+        "flightdeck-rolling",
+        replicas=2,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        drain_seconds=DRAIN_SECONDS,
+    ) as stack:
+        yield stack
 
 
 @dataclass

