@@ -13,6 +13,11 @@ the migrations ran:
 - ``incidents``: 500 at 1M runs (scaled), 90% resolved, attributed like the service does
   (latest successful production deployment of the repository before the incident).
 
+``runs.duration_bucket`` is computed in the same ``INSERT`` with the service's bucket SQL,
+and the daily rollups that stats and history read (``run_rollups`` and friends) are
+recomputed after the load by the service's own ``rebuild_rollups`` (the SQL of
+``flightdeck-pipeline rebuild-rollups``), as if every run had been written through it.
+
 Secondary indexes of the big tables are dropped during the load and rebuilt after it,
 foreign-key triggers are skipped (``session_replication_role = replica``; the data is
 consistent by construction), and everything is analyzed at the end. ``random()`` is
@@ -25,6 +30,10 @@ import time
 from dataclasses import dataclass, field
 
 import asyncpg
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from flightdeck_pipeline.runs.duration_buckets import duration_bucket_sql
+from flightdeck_pipeline.runs.rollups import rebuild_rollups
 
 REPOSITORIES = 200
 DAYS = 90
@@ -40,6 +49,12 @@ REPOSITORY_EXPR = (
 SKEWED_REPO = f"floor({REPOSITORIES} * random() ^ 2)::int"
 
 BIG_TABLES = ("runs", "jobs", "log_lines")
+ROLLUP_TABLES = (
+    "run_rollups",
+    "run_rollups_all",
+    "run_duration_rollups",
+    "run_duration_rollups_all",
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +85,8 @@ class SeedReport:
 RUNS_SQL = f"""
 INSERT INTO runs (id, repository, run_id, run_attempt, run_number, workflow_name, name, event,
     status, status_rank, conclusion, display_status, branch, head_sha, commit_message, actor,
-    html_url, started_at, completed_at, duration_seconds, source, source_updated_at,
-    created_at, updated_at)
+    html_url, started_at, completed_at, duration_seconds, duration_bucket, source,
+    source_updated_at, created_at, updated_at)
 SELECT g, repository, 10000000000 + g, attempt, 1 + g / {REPOSITORIES},
     workflow, workflow, event,
     status, CASE status WHEN 'queued' THEN 0 WHEN 'in_progress' THEN 1 ELSE 2 END,
@@ -92,6 +107,8 @@ SELECT g, repository, 10000000000 + g, attempt, 1 + g / {REPOSITORIES},
     CASE WHEN status <> 'queued' THEN started END,
     CASE WHEN status = 'completed' THEN started + duration * interval '1 second' END,
     CASE WHEN status = 'completed' THEN round(duration::numeric, 3)::float8 END,
+    CASE WHEN status = 'completed'
+         THEN {duration_bucket_sql("round(duration::numeric, 3)::float8", "postgresql")} END,
     'github',
     CASE WHEN status = 'completed' THEN started + duration * interval '1 second'
          ELSE created END,
@@ -308,9 +325,22 @@ async def seed(dsn: str, plan: SeedPlan) -> SeedReport:
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                 f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)",
             )
+        started = time.perf_counter()
+        await rebuild(dsn)
+        report.seconds["rollups"] = time.perf_counter() - started
         await step("vacuum analyze", "VACUUM ANALYZE")
-        for table in COUNTED_TABLES:
+        for table in (*COUNTED_TABLES, *ROLLUP_TABLES):
             report.rows[table] = int(await connection.fetchval(f"SELECT count(*) FROM {table}"))
     finally:
         await connection.close()
     return report
+
+
+async def rebuild(dsn: str) -> None:
+    """The service's rollup recomputation (``flightdeck-pipeline rebuild-rollups``)."""
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        async with async_sessionmaker(engine).begin() as session:
+            await rebuild_rollups(session)
+    finally:
+        await engine.dispose()

@@ -3,7 +3,15 @@
 from flightdeck_pipeline.deployments.models import Change, Deployment, DeploymentStatus, Incident
 from flightdeck_pipeline.events.models import ChangeEvent
 from flightdeck_pipeline.outbox import OutboxEvent
-from flightdeck_pipeline.runs.models import Job, LogLine, Run
+from flightdeck_pipeline.runs.models import (
+    Job,
+    LogLine,
+    Run,
+    RunDurationRollup,
+    RunDurationRollupAll,
+    RunRollup,
+    RunRollupAll,
+)
 from flightdeck_pipeline.webhooks.models import Delivery
 
 __all__ = [
@@ -17,4 +25,8 @@ __all__ = [
     "LogLine",
     "OutboxEvent",
     "Run",
+    "RunDurationRollup",
+    "RunDurationRollupAll",
+    "RunRollup",
+    "RunRollupAll",
 ]

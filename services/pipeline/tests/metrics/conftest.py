@@ -6,7 +6,7 @@ be computed by hand (the arithmetic is in the tests' comments).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,9 @@ from flightdeck_common.db import create_engine, create_sessionmaker
 from flightdeck_pipeline.db import Base
 from flightdeck_pipeline.deployments.models import Change, Deployment, Incident
 from flightdeck_pipeline.metrics.dora import attribute_incident
+from flightdeck_pipeline.runs.duration_buckets import duration_bucket
 from flightdeck_pipeline.runs.models import Run
+from flightdeck_pipeline.runs.rollups import rebuild_rollups
 from flightdeck_pipeline.settings import Settings
 
 # "Now" of the hand-computed expectations: Sunday 2026-03-15, noon UTC.
@@ -56,7 +58,10 @@ def make_run(
     display_status: str,
     duration_seconds: float | None = None,
 ) -> Run:
-    """A run in the given display status (GitHub status/conclusion consistent with it)."""
+    """A run in the given display status (GitHub status/conclusion consistent with it).
+
+    Written with the ORM, it bypasses the rollups: call :func:`add_runs` (or
+    ``rebuild_rollups``) so that stats and history see it."""
     global _run_counter
     _run_counter += 1
     status, conclusion = {
@@ -74,9 +79,17 @@ def make_run(
         conclusion=conclusion,
         display_status=display_status,
         duration_seconds=duration_seconds,
+        duration_bucket=None if duration_seconds is None else duration_bucket(duration_seconds),
         created_at=created_at,
         updated_at=created_at,
     )
+
+
+async def add_runs(session: AsyncSession, runs: Iterable[Run]) -> None:
+    """Insert runs made by :func:`make_run` and bring the rollups up to date."""
+    session.add_all(runs)
+    await session.flush()
+    await rebuild_rollups(session)
 
 
 # Runs: (name, repository, created_at, display status, duration seconds).
@@ -99,8 +112,9 @@ RUNS: list[tuple[str, str, datetime, str, float | None]] = [
 @pytest.fixture
 async def seeded_runs(metrics_sessions: async_sessionmaker[AsyncSession]) -> None:
     async with metrics_sessions.begin() as session:
-        session.add_all(
-            make_run(repo, created, status, dur) for _, repo, created, status, dur in RUNS
+        await add_runs(
+            session,
+            (make_run(repo, created, status, dur) for _, repo, created, status, dur in RUNS),
         )
 
 

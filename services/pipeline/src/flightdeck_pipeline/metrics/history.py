@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flightdeck_common.db import utcnow
 from flightdeck_pipeline.metrics.schemas import HistoryDay
-from flightdeck_pipeline.metrics.sql import dialect_of, utc_day
-from flightdeck_pipeline.metrics.stats import run_filters
-from flightdeck_pipeline.runs.models import Run
-from flightdeck_pipeline.runs.status import DisplayStatus
+from flightdeck_pipeline.runs.models import RunRollup, RunRollupAll
 
 MIN_DAYS = 1
 MAX_DAYS = 90
@@ -45,32 +43,32 @@ async def run_history(
     for every repository with at least one run in the range (each zero-filled over all
     days), ordered by day then repository.
 
-    The counting is one SQL ``GROUP BY`` (day[, repository]); the day list is generated
-    here and left-joined to that aggregate to fill the gaps.
+    Read from the daily rollups only (the range is made of whole UTC days):
+    ``run_rollups_all`` for all repositories, else ``run_rollups``, summed in one SQL
+    ``GROUP BY`` (day[, repository]); the day list is generated here and left-joined to
+    that aggregate to fill the gaps.
     """
-    series, since, until = history_range(days, now)
-    day = utc_day(Run.created_at, dialect_of(session)).label("day")
-    keys = [day, Run.repository] if per_repository else [day]
+    series, _, _ = history_range(days, now)
+    model: Any = RunRollup if per_repository or repositories else RunRollupAll
+    filters = [model.day >= series[0], model.day <= series[-1], model.total != 0]
+    if repositories:
+        filters.append(model.repository.in_(repositories))
+    keys = [model.day, model.repository] if per_repository else [model.day]
     statement = (
-        select(
-            *keys,
-            func.count().label("total"),
-            func.count().filter(Run.display_status == DisplayStatus.SUCCESS.value),
-            func.count().filter(Run.display_status == DisplayStatus.FAILED.value),
-        )
-        .where(*run_filters(repositories, since, until))
+        select(*keys, func.sum(model.total), func.sum(model.success), func.sum(model.failed))
+        .where(*filters)
         .group_by(*keys)
     )
-    counts: dict[tuple[str, str | None], tuple[int, int, int]] = {}
+    counts: dict[tuple[date, str | None], tuple[int, int, int]] = {}
     for row in await session.execute(statement):
         repository = row[1] if per_repository else None
         total, successful, failed = row[-3:]
-        counts[(str(row[0]), repository)] = (int(total), int(successful), int(failed))
+        counts[(row[0], repository)] = (int(total), int(successful), int(failed))
     present = sorted({repository for _, repository in counts}, key=lambda r: r or "")
     rows = []
     for current in series:
         for repository in present if per_repository else [None]:
-            total, successful, failed = counts.get((current.isoformat(), repository), (0, 0, 0))
+            total, successful, failed = counts.get((current, repository), (0, 0, 0))
             rows.append(
                 HistoryDay(
                     day=current,

@@ -28,13 +28,19 @@ class RunStats(BaseModel):
         description="Completed runs with a duration: the population of the duration figures."
     )
     avg_duration_seconds: float | None = Field(
-        description="Mean duration of completed runs, in seconds (millisecond precision)."
+        description="Mean duration of completed runs, exact, in seconds (millisecond precision)."
     )
     p50_duration_seconds: float | None = Field(
-        description="Median duration, interpolated (percentile_cont 0.5), in seconds."
+        description=(
+            "Median duration in seconds, estimated from the duration histogram: within 5 % "
+            "of the exact percentile_cont(0.5)."
+        )
     )
     p95_duration_seconds: float | None = Field(
-        description="95th percentile duration, interpolated (percentile_cont 0.95), in seconds."
+        description=(
+            "95th percentile duration in seconds, estimated from the duration histogram: "
+            "within 5 % of the exact percentile_cont(0.95)."
+        )
     )
 
 

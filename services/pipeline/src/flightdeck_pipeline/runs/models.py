@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flightdeck_common.db import TimestampMixin, UTCDateTime, utcnow
@@ -55,6 +65,8 @@ class Run(TimestampMixin, Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # runs.duration_buckets.duration_bucket(duration_seconds), set with it.
+    duration_bucket: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source: Mapped[str] = mapped_column(String(16), default="github", nullable=False)
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
@@ -94,3 +106,61 @@ class LogLine(Base):
     logged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     # Webhook delivery that produced the line: a redelivery never adds a second one.
     delivery_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+
+
+class RollupCounts:
+    """Counters of the runs created on one UTC day (see ``runs/rollups.py``).
+
+    ``total`` and the counts per display status; ``durations``/``duration_sum_us``: the
+    completed runs with a duration and the sum of those durations in microseconds (an
+    integer, so adding and subtracting contributions stays exact).
+    """
+
+    total: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    queued: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    running: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    success: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    failed: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    cancelled: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    durations: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    duration_sum_us: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+
+
+class RunRollup(RollupCounts, Base):
+    """Runs of one repository created on one UTC day, maintained with every run write."""
+
+    __tablename__ = "run_rollups"
+    __table_args__ = (Index("ix_run_rollups_day", "day"),)
+
+    repository: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class RunRollupAll(RollupCounts, Base):
+    """Runs of all repositories created on one UTC day (the unfiltered stats and history)."""
+
+    __tablename__ = "run_rollups_all"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class RunDurationRollup(Base):
+    """Completed runs with a duration per duration bucket, per repository and UTC day."""
+
+    __tablename__ = "run_duration_rollups"
+    __table_args__ = (Index("ix_run_duration_rollups_day", "day"),)
+
+    repository: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    runs: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class RunDurationRollupAll(Base):
+    """Completed runs with a duration per duration bucket and UTC day, all repositories."""
+
+    __tablename__ = "run_duration_rollups_all"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    runs: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

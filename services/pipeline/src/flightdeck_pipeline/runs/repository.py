@@ -1,6 +1,11 @@
-"""SQL for runs, jobs and log lines. Writes are single upserts, safe under concurrency:
+"""SQL for runs, jobs and log lines. Writes are upserts, safe under concurrency:
 ``(repository, run_id)`` and ``(run, job_id)`` are unique, and an update applies only when
-it is not older than what is stored (attempt, then status rank, then the sender's time)."""
+it is not older than what is stored (attempt, then status rank, then the sender's time).
+
+Every change of a run also updates the daily rollups (``runs/rollups.py``) in the same
+transaction: the run's row is locked before it is updated, so its previous contribution
+is known exactly when the rollups are adjusted.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from flightdeck_common.db import utcnow
 from flightdeck_common.repository import RepositoryBase
 from flightdeck_common.upsert import insert_for
+from flightdeck_pipeline.runs.duration_buckets import duration_bucket
 from flightdeck_pipeline.runs.models import Job, LogLine, Run
+from flightdeck_pipeline.runs.rollups import CONTRIBUTION_COLUMNS, Contribution, apply_change
 from flightdeck_pipeline.runs.status import STATUS_RANK, RunStatus, display_status
 from flightdeck_pipeline.webhooks.github import JobUpdate, RunUpdate
 
@@ -59,9 +66,17 @@ class RunRepository(RepositoryBase[Run]):
     model = Run
 
     async def upsert(self, update: RunUpdate, *, source: str = "github") -> int:
-        """Insert or update the run; returns its primary key."""
+        """Insert or update the run (and its rollups); returns its primary key.
+
+        1. ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a new run adds its contribution.
+        2. Otherwise the stored row is read and locked (``FOR UPDATE``), then updated with
+           ``ON CONFLICT DO UPDATE ... WHERE`` not older ``RETURNING`` the new row; the
+           rollups get new minus old. (On SQLite the first statement already holds the
+           database's write lock.)
+        """
         now = utcnow()
         table = Run.__table__
+        duration = _duration(update.started_at, update.completed_at)
         values: dict[str, Any] = {
             "repository": update.repository,
             "run_id": update.run_id,
@@ -71,7 +86,8 @@ class RunRepository(RepositoryBase[Run]):
             "conclusion": update.conclusion.value if update.conclusion else None,
             "display_status": display_status(update.status, update.conclusion).value,
             "completed_at": update.completed_at,
-            "duration_seconds": _duration(update.started_at, update.completed_at),
+            "duration_seconds": duration,
+            "duration_bucket": duration_bucket(duration) if duration is not None else None,
             "source": source,
             "source_updated_at": update.source_updated_at,
             "created_at": update.created_at or now,
@@ -93,13 +109,36 @@ class RunRepository(RepositoryBase[Run]):
             (excluded.run_attempt > table.c.run_attempt, excluded.started_at),
             else_=func.coalesce(excluded.started_at, table.c.started_at),
         )
-        statement = insert.on_conflict_do_update(
-            index_elements=["repository", "run_id"],
-            set_=changes,
-            where=_not_older(table, excluded),
+        key = ["repository", "run_id"]
+        created = await self.session.execute(
+            insert.on_conflict_do_nothing(index_elements=key).returning(*CONTRIBUTION_COLUMNS)
         )
-        await self.session.execute(statement)
-        return await self.pk_of(update.repository, update.run_id)
+        new = created.first()
+        if new is not None:
+            await apply_change(self.session, None, Contribution.of(new))
+            return int(new.id)
+        old = await self._locked(update.repository, update.run_id)
+        statement = insert.on_conflict_do_update(
+            index_elements=key, set_=changes, where=_not_older(table, excluded)
+        ).returning(*CONTRIBUTION_COLUMNS)
+        new = (await self.session.execute(statement)).first()
+        if new is not None:
+            await apply_change(self.session, Contribution.of(old), Contribution.of(new))
+        return int(old.id)
+
+    async def _locked(self, repository: str, run_id: int) -> Any:
+        """The stored run's contribution columns, its row locked until the transaction ends."""
+        row = (
+            await self.session.execute(
+                select(*CONTRIBUTION_COLUMNS)
+                .where(Run.repository == repository, Run.run_id == run_id)
+                .with_for_update()
+            )
+        ).first()
+        # It exists: the insert just conflicted with it (PostgreSQL waits for the
+        # inserting transaction), and runs are never deleted.
+        assert row is not None
+        return row
 
     async def ensure_placeholder(self, job: JobUpdate) -> int:
         """The run a job belongs to, created (queued) when its own event has not come yet."""
@@ -119,9 +158,15 @@ class RunRepository(RepositoryBase[Run]):
             created_at=now,
             updated_at=now,
         )
-        await self.session.execute(
-            insert.on_conflict_do_nothing(index_elements=["repository", "run_id"])
+        created = await self.session.execute(
+            insert.on_conflict_do_nothing(index_elements=["repository", "run_id"]).returning(
+                *CONTRIBUTION_COLUMNS
+            )
         )
+        new = created.first()
+        if new is not None:
+            await apply_change(self.session, None, Contribution.of(new))
+            return int(new.id)
         return await self.pk_of(job.repository, job.run_id)
 
     async def pk_of(self, repository: str, run_id: int) -> int:
