@@ -17,6 +17,7 @@ from sqlalchemy import select
 from flightdeck_auth.app import create_app
 from flightdeck_auth.outbox import OutboxEvent
 from flightdeck_auth.settings import Settings
+from flightdeck_common.testing.plugin import FAST_PASSWORD_HASHING
 from flightdeck_common.testing.service_checks import running_app
 
 ADMIN_PASSWORD = "correct-horse-battery-42"
@@ -77,6 +78,7 @@ def make_settings(backend: dict[str, Any]) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             **backend,
+            **FAST_PASSWORD_HASHING,
             "log_json": False,
             "bootstrap_admin_password": ADMIN_PASSWORD,
             "bootstrap_service_accounts": f"{SERVICE_CLIENT}:{SERVICE_SECRET}:flightdeck:auth-internal",

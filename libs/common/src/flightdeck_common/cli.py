@@ -73,7 +73,13 @@ def run_cli(
     from flightdeck_common.shutdown import serve as serve_app
 
     return serve_app(
-        app_path, args.host, args.port, args.forwarded_allow_ips, settings.shutdown_drain_seconds
+        app_path,
+        args.host,
+        args.port,
+        args.forwarded_allow_ips,
+        settings.shutdown_drain_seconds,
+        max_header_bytes=settings.max_header_bytes,
+        header_read_timeout=settings.header_read_timeout_seconds,
     )
 
 

@@ -37,11 +37,13 @@ STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_failed",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal_error",
     502: "bad_gateway",
     503: "service_unavailable",
@@ -151,6 +153,11 @@ class BadRequest(FlightdeckError):
     title = "Bad Request"
 
 
+class JsonTooDeep(BadRequest):
+    code = "json_too_deep"
+    title = "JSON nested too deeply"
+
+
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"
     title = "Invalid pagination cursor"
@@ -172,6 +179,12 @@ class NotFound(FlightdeckError):
     status_code = 404
     code = "not_found"
     title = "Not Found"
+
+
+class RequestTimeout(FlightdeckError):
+    status_code = 408
+    code = "request_timeout"
+    title = "Request Timeout"
 
 
 class Conflict(FlightdeckError):

@@ -2,8 +2,8 @@
 
 Every operation of a Flightdeck service gets, besides the errors its route declares:
 
-- 413 (body over the limit) when it takes a body, 400 (malformed JSON) when FastAPI
-  parses that body, 422 (validation) when it takes a body or parameters;
+- 413 (body over the limit) and 408 (body stalled) when it takes a body, 400 (malformed
+  or too deeply nested JSON) when FastAPI parses that body, 422 (validation) when it takes a body or parameters;
 - 401 when it has a security requirement;
 - 500 (unexpected error) and 503 (database or another dependency unreachable) always;
 - ``security: []`` when it is public, so "public" is said rather than implied.
@@ -49,9 +49,17 @@ def _generic(
     return str(status), description, problem_example(status, code, title)
 
 
-MALFORMED_JSON = _generic(400, "invalid_json", "Malformed JSON body", "Malformed JSON body")
+MALFORMED_JSON = _generic(
+    400,
+    "invalid_json",
+    "Malformed JSON body",
+    "Malformed JSON body, or one nested too deeply (`json_too_deep`)",
+)
 MALFORMED_FORM = _generic(400, "bad_request", "Bad Request", "Malformed form body")
 BODY_TOO_LARGE = _generic(413, "payload_too_large", "Payload Too Large", "Request body too large")
+BODY_TIMEOUT = _generic(
+    408, "request_timeout", "Request Timeout", "The request body stalled (connection closed)"
+)
 VALIDATION_FAILED = ("422", "Validation failed", _VALIDATION_EXAMPLE)
 INVALID_TOKEN = _generic(
     401, "invalid_token", "Invalid token", "Missing, invalid, expired or revoked token"
@@ -153,7 +161,7 @@ def _generic_problems(
     elif parses_body:
         problems.append(MALFORMED_FORM)
     if body_types:
-        problems.append(BODY_TOO_LARGE)
+        problems.extend([BODY_TOO_LARGE, BODY_TIMEOUT])
     if body_types or operation.get("parameters"):
         problems.append(VALIDATION_FAILED)
     if operation.get("security"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -12,8 +11,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flightdeck_common.db import create_engine, create_sessionmaker
@@ -24,11 +22,14 @@ from flightdeck_common.logging import configure_logging
 from flightdeck_common.metrics import SERVICE_INFO, setup_metrics
 from flightdeck_common.middleware import (
     AccessLogMiddleware,
+    BodyReadTimeoutMiddleware,
     BodySizeLimitMiddleware,
     CatchAllMiddleware,
+    JsonDepthLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from flightdeck_common.middleware.overload import ConcurrencyLimitMiddleware
 from flightdeck_common.migrations import upgrade_to_head
 from flightdeck_common.openapi import document_problems
 from flightdeck_common.rate_limit import RateLimiter, limits_from_settings
@@ -53,10 +54,14 @@ class ServiceSpec:
     migrations_dir: Path | None = None
     readiness_checks: Sequence[ReadinessCheck] = (DATABASE_CHECK, REDIS_CHECK)
     body_limit_overrides: dict[str, int] = field(default_factory=dict)
+    # Path prefix -> its JSON nesting limit, or None where the route checks the body itself.
+    json_depth_overrides: dict[str, int | None] = field(default_factory=dict)
     lifespan_hooks: Sequence[LifespanHook] = ()
     openapi_tags: list[dict[str, str]] = field(default_factory=list)
     # Paths polled by machines: successful requests are logged at DEBUG only.
     quiet_paths: frozenset[str] = frozenset()
+    # Path prefixes with their own cap of concurrent requests (see middleware/overload.py).
+    concurrency_limit_overrides: dict[str, int] = field(default_factory=dict)
 
 
 def operation_id(route: APIRoute) -> str:
@@ -106,9 +111,22 @@ def create_service_app(settings: CommonSettings, spec: ServiceSpec) -> FastAPI:
     # Added innermost first: the last one added is the outermost.
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(
+        JsonDepthLimitMiddleware,
+        max_depth=settings.max_json_depth,
+        overrides=spec.json_depth_overrides,
+    )
+    app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         overrides=spec.body_limit_overrides,
+    )
+    app.add_middleware(
+        BodyReadTimeoutMiddleware, timeout_seconds=settings.body_read_timeout_seconds
+    )
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        max_concurrent=settings.max_concurrent_requests,
+        overrides=spec.concurrency_limit_overrides,
     )
     if settings.cors_allow_origins:
         app.add_middleware(
@@ -156,17 +174,20 @@ async def _open_resources(
 
 
 def _check_unique_operation_ids(app: FastAPI) -> None:
-    """Refuse two documented routes with one handler name (clients would clash)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FastAPI only warns about duplicates; we refuse them
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    """Refuse two documented routes with one handler name (clients would clash).
+
+    The operation id of each method of a documented route is what FastAPI's schema uses
+    (``route.operation_id`` or its ``unique_id``); read from the routes, not by generating
+    the whole schema, which would cost more than the rest of building the app.
+    """
     seen: dict[str, str] = {}
-    for path, item in schema.get("paths", {}).items():
-        for method, operation in item.items():
-            op_id = operation.get("operationId") if isinstance(operation, dict) else None
-            if op_id is None:
-                continue
-            where = f"{method.upper()} {path}"
+    # Included routers are resolved lazily (FastAPI >= 0.165): walk their route contexts.
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            continue
+        op_id = route.operation_id or route.unique_id
+        for method in sorted(route.methods or ()):
+            where = f"{method} {route.path}"
             if op_id in seen:
                 raise RuntimeError(f"duplicate operation id {op_id!r}: {seen[op_id]} and {where}")
             seen[op_id] = where

@@ -14,6 +14,9 @@ from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+DEFAULT_MAX_JSON_DEPTH = 64
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_HEADER_READ_TIMEOUT = 15.0
 
 # Values that must never be accepted as a secret in production.
 WEAK_SECRETS = frozenset(
@@ -46,6 +49,11 @@ def split_commas(value: Any) -> Any:
 # A list read from the environment as comma-separated values (not JSON).
 CommaSeparated = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 CommaSeparatedSecrets = Annotated[list[SecretStr], NoDecode, BeforeValidator(split_commas)]
+
+
+# OWASP Password Storage Cheat Sheet: argon2id with at least 19 MiB and 2 iterations.
+PRODUCTION_MIN_HASH_TIME_COST = 2
+PRODUCTION_MIN_HASH_MEMORY_KIB = 19456
 
 
 class Environment(StrEnum):
@@ -111,14 +119,25 @@ class CommonSettings(BaseSettings):
     # Apply migrations at startup; None means: yes in development, no in production.
     migrate_on_start: bool | None = None
 
-    # HTTP limits and policies.
+    # HTTP limits and policies (README: Input limits).
     max_body_bytes: int = Field(1 * MIB, ge=1024)
+    # Nesting of a JSON request body (arrays and objects); deeper bodies get 400 json_too_deep.
+    max_json_depth: int = Field(DEFAULT_MAX_JSON_DEPTH, ge=2, le=512)
+    # Longest wait for the next piece of a request body before answering 408.
+    body_read_timeout_seconds: float = Field(15.0, gt=0, le=600)
+    # Request line plus headers (431 above) and how long they may take to arrive (served by
+    # `flightdeck-<service> serve`; see flightdeck_common.http_server).
+    max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1 * MIB)
+    header_read_timeout_seconds: float = Field(DEFAULT_HEADER_READ_TIMEOUT, gt=0, le=600)
     cors_allow_origins: list[str] = Field(default_factory=list)
     hsts_max_age_seconds: int = Field(63072000, ge=0)
     readiness_timeout_seconds: float = Field(2.0, gt=0)
     # After a stop signal, /readyz answers 503 this long before the server stops
     # accepting connections (longer than the load balancer's health-check interval).
     shutdown_drain_seconds: float = Field(0.0, ge=0, le=120)
+    # Requests one process works on at once (probes, /metrics and event streams excluded);
+    # more get 503 `overloaded` with Retry-After at once instead of queueing (0: no cap).
+    max_concurrent_requests: int = Field(100, ge=0, le=10_000)
 
     # This service's own account for service-to-service calls (client credentials).
     service_client_id: str | None = None
@@ -136,6 +155,12 @@ class CommonSettings(BaseSettings):
     # Rate limits ("N/period", see the `limits` package notation).
     rate_limit_default: str = "600/minute"
     rate_limit_login: str = "10/minute"
+
+    # argon2id cost of new password hashes (auth, and admin's registration requests);
+    # existing hashes keep the parameters they were made with. Production refuses less
+    # than OWASP's minimum (19 MiB, 2 passes).
+    password_hash_time_cost: int = Field(3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(65536, ge=1024, le=1048576)
 
     @model_validator(mode="after")
     def _defaults_and_production_rules(self) -> CommonSettings:
@@ -162,6 +187,16 @@ class CommonSettings(BaseSettings):
     def production_problems(self) -> list[str]:
         """List what makes these settings unsafe for production (empty when fine)."""
         problems: list[str] = []
+        if (
+            self.password_hash_time_cost < PRODUCTION_MIN_HASH_TIME_COST
+            or self.password_hash_memory_kib < PRODUCTION_MIN_HASH_MEMORY_KIB
+        ):
+            prefix = self.env_prefix.upper()
+            problems.append(
+                f"{prefix}PASSWORD_HASH_TIME_COST must be at least "
+                f"{PRODUCTION_MIN_HASH_TIME_COST} and {prefix}PASSWORD_HASH_MEMORY_KIB at least "
+                f"{PRODUCTION_MIN_HASH_MEMORY_KIB} (OWASP's argon2id minimum)"
+            )
         for name in self.required_secrets:
             env_name = f"{self.env_prefix}{name}".upper()
             for value in _secret_values(getattr(self, name, None)):

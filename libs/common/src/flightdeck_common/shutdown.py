@@ -23,6 +23,9 @@ from types import FrameType
 
 import uvicorn
 
+from flightdeck_common.http_server import guarded_protocol
+from flightdeck_common.settings import DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
+
 logger = logging.getLogger(__name__)
 
 # Set once this process was asked to stop; /readyz then answers 503 (see health.py).
@@ -55,7 +58,7 @@ STARTUP_FAILURE = 3
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve an app factory (``module:function``) under :class:`DrainingServer`, configured
     as ``flightdeck-<service> serve`` does (proxy headers, no access log, 10 s graceful
-    shutdown, the app's own logging)."""
+    shutdown, the app's own logging, limits on request heads)."""
     parser = argparse.ArgumentParser(prog="python -m flightdeck_common.shutdown")
     parser.add_argument("app", help="app factory, e.g. flightdeck_auth.app:create_app")
     parser.add_argument("--host", default="127.0.0.1")
@@ -71,17 +74,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="after a stop signal, answer /readyz 503 this long before shutting down",
     )
+    parser.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=DEFAULT_MAX_HEADER_BYTES,
+        help="request line plus headers above this get 431",
+    )
+    parser.add_argument(
+        "--header-read-timeout",
+        type=float,
+        default=DEFAULT_HEADER_READ_TIMEOUT,
+        help="seconds a connection may take to send a complete request head",
+    )
     args = parser.parse_args(argv)
-    return serve(args.app, args.host, args.port, args.forwarded_allow_ips, args.drain_seconds)
+    return serve(
+        args.app,
+        args.host,
+        args.port,
+        args.forwarded_allow_ips,
+        args.drain_seconds,
+        max_header_bytes=args.max_header_bytes,
+        header_read_timeout=args.header_read_timeout,
+    )
 
 
-def serve(app: str, host: str, port: int, forwarded_allow_ips: str, drain_seconds: float) -> int:
-    """Run the app factory ``app`` until stopped; the exit status (3: could not start)."""
+def serve(
+    app: str,
+    host: str,
+    port: int,
+    forwarded_allow_ips: str,
+    drain_seconds: float,
+    *,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    header_read_timeout: float = DEFAULT_HEADER_READ_TIMEOUT,
+) -> int:
+    """Run the app factory ``app`` until stopped; the exit status (3: could not start).
+
+    Requests are parsed by httptools with a size and a time limit on request heads
+    (:mod:`flightdeck_common.http_server`); ``h11_max_incomplete_event_size`` says the
+    same size limit to the h11 parser, should anyone select it.
+    """
     config = uvicorn.Config(
         app,
         factory=True,
         host=host,
         port=port,
+        http=guarded_protocol(max_header_bytes, header_read_timeout),
+        h11_max_incomplete_event_size=max_header_bytes,
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         access_log=False,

@@ -437,3 +437,89 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+# --- input bounds ---------------------------------------------------------------------------
+
+# String formats pydantic parses with bounded parsers: an over-long value is a 422 at once.
+BOUNDED_STRING_FORMATS = {"date-time", "date", "time", "uuid", "binary"}
+# Bodies read raw by their route, bounded by size and checked for nesting there.
+RAW_BODIES = {("pipeline", "receive_github_webhook")}
+# Free-form JSON values (an audit event's `data`) have no strings or arrays in their schema
+# to check: the body size and the JSON depth limit bound them.
+
+
+def _unbounded(node: Any, where: str, document: dict[str, Any], seen: set[str]) -> Iterator[str]:
+    """Places in a request schema where a string has no maxLength or an array no maxItems
+    (following ``$ref`` into components once each)."""
+    if isinstance(node, list):
+        for child in node:
+            yield from _unbounded(child, where, document, seen)
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        if name not in seen:
+            seen.add(name)
+            yield from _unbounded(_resolve(document, ref), name, document, seen)
+        return
+    kind = node.get("type")
+    if kind == "string" and not (
+        "maxLength" in node
+        or "enum" in node
+        or "const" in node
+        or node.get("format") in BOUNDED_STRING_FORMATS
+    ):
+        yield f"{where}: string without maxLength"
+    if kind == "array" and "maxItems" not in node:
+        yield f"{where}: array without maxItems"
+    for key, child in node.items():
+        if key == "properties":
+            for prop, schema in child.items():
+                yield from _unbounded(schema, f"{where}.{prop}", document, seen)
+        elif key not in ("examples", "example", "default"):
+            yield from _unbounded(child, where, document, seen)
+
+
+@services
+def test_every_request_input_is_bounded(service: str, schemas: dict[str, dict[str, Any]]) -> None:
+    """Every string a client sends has a maxLength and every array a maxItems (body fields
+    and query/path parameters), so an over-long value is a 422, never a database error;
+    the body-size, JSON-depth and header limits bound the rest (README: Input limits)."""
+    schema = schemas[service]
+    failures = []
+    for where, operation in _operations(schema):
+        op_id = operation["operationId"]
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] not in ("query", "path"):
+                continue  # headers: bounded by the server's request-head limit
+            name = f"{where} {parameter['in']} parameter {parameter['name']}"
+            failures.extend(_unbounded(parameter.get("schema", {}), name, schema, set()))
+        body = operation.get("requestBody")
+        if body is None or (service, op_id) in RAW_BODIES:
+            continue
+        for media in body.get("content", {}).values():
+            failures.extend(_unbounded(media.get("schema", {}), f"{where} body", schema, set()))
+    assert not failures, _problems(failures)
+
+
+def test_the_input_bounds_check_finds_unbounded_fields() -> None:
+    document: dict[str, Any] = {
+        "components": {
+            "schemas": {
+                "Thing": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}},
+                        "at": {"type": "string", "format": "date-time"},
+                        "note": {"anyOf": [{"type": "string", "maxLength": 9}, {"type": "null"}]},
+                    },
+                }
+            }
+        }
+    }
+    found = list(_unbounded({"$ref": "#/components/schemas/Thing"}, "body", document, set()))
+    assert found == ["Thing.name: string without maxLength", "Thing.tags: array without maxItems"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -68,6 +71,71 @@ def test_oversized_body_is_413_problem_through_the_ingress(
     response = ingress.post(f"{PREFIXES[service]}/anything", content=b"x" * (1024 * 1024 + 1))
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def login_as_bootstrap_admin(ingress: httpx.Client, stack: Stack) -> str:
+    password = stack.config.extra_env["FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD"]
+    response = ingress.post("/auth/login", json={"username": "admin", "password": password})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+# A JSON route of each service (public or not: bodies are measured before authentication).
+JSON_ROUTES = {"auth": "/auth/login", "pipeline": "/pipelines", "admin": "/admin/users/1"}
+
+
+@pytest.mark.parametrize("service", PREFIXES)
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deeply_nested_json_is_a_400_problem_never_a_500(
+    ingress: httpx.Client, service: str, depth: int
+) -> None:
+    method = "PATCH" if service == "admin" else "POST"
+    response = ingress.request(
+        method,
+        JSON_ROUTES[service],
+        content=b"[" * depth + b"]" * depth,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "json_too_deep"
+
+
+def test_oversized_headers_are_431_at_the_ingress(ingress: httpx.Client) -> None:
+    for headers in ({"cookie": "c" * 64 * 1024}, {f"x-field-{i}": "v" * 20 for i in range(1000)}):
+        response = ingress.get("/auth/.well-known/jwks.json", headers=headers)
+        assert response.status_code == 431
+    assert ingress.get("/auth/.well-known/jwks.json").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param({"repository": "r" * 10_000}, id="10 KB filter value"),
+        pytest.param([("repository", f"acme/r{i}") for i in range(60)], id="60 repeated values"),
+    ],
+)
+def test_oversized_filters_are_422_problems(
+    ingress: httpx.Client, flightdeck_stack: Stack, query: Any
+) -> None:
+    token = login_as_bootstrap_admin(ingress, flightdeck_stack)
+    response = ingress.get(
+        "/pipelines/stats", params=query, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_ten_thousand_repeated_filters_are_refused_at_the_ingress(flightdeck_stack: Stack) -> None:
+    query = "&".join(f"repository=acme/repo-{i}" for i in range(10_000))  # ~220 KB of URL
+    # Sent by hand: httpx refuses to build a URL this long.
+    port = flightdeck_stack.config.ingress_port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        # Traefik may answer and close before the whole line is sent.
+        with contextlib.suppress(ConnectionError):
+            conn.sendall(f"GET /pipelines/stats?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1] == b"431", status_line
 
 
 @pytest.mark.parametrize("service", PREFIXES)

@@ -30,7 +30,9 @@ from flightdeck_common.devstack.stack import SERVICES, Stack
 from flightdeck_common.testing.plugin import isolated_full_stack
 from flightdeck_common.testing.stack_users import create_user
 
-pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
+# A cluster of real processes to start, then a minute or two of load on a 2-core machine
+# that may be running other tests meanwhile: more than the suite's default 120 s.
+pytestmark = [pytest.mark.e2e, pytest.mark.resilience, pytest.mark.timeout(360)]
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 WORKFLOW_RUN = REPO_ROOT / "services/pipeline/tests/fixtures/github/workflow_run"

@@ -9,6 +9,7 @@ from flightdeck_admin import __version__
 from flightdeck_admin.audit.local_relay import admin_outbox_lifespan
 from flightdeck_admin.audit.router import internal_router as audit_internal_router
 from flightdeck_admin.audit.router import router as audit_router
+from flightdeck_admin.audit.schemas import MAX_BATCH_JSON_DEPTH
 from flightdeck_admin.registrations.dependencies import password_hasher_lifespan
 from flightdeck_admin.registrations.router import router as registrations_router
 from flightdeck_admin.settings import Settings, get_settings
@@ -47,6 +48,8 @@ def create_app(
         routers=[registrations_router, users_router, audit_router, audit_internal_router],
         migrations_dir=MIGRATIONS_DIR,
         openapi_tags=OPENAPI_TAGS,
+        # An ingest batch wraps each event's data (up to MAX_DATA_DEPTH deep) in 3 levels.
+        json_depth_overrides={"/admin/internal/audit-events": MAX_BATCH_JSON_DEPTH},
         lifespan_hooks=[
             *first_lifespan_hooks,
             auth_client_lifespan,

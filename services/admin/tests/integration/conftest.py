@@ -35,6 +35,7 @@ from flightdeck_auth.settings import Settings as AuthSettings
 from flightdeck_common.auth.client import TRANSPORT_KEY
 from flightdeck_common.passwords import PasswordHasher
 from flightdeck_common.resources import Resources
+from flightdeck_common.testing.plugin import FAST_PASSWORD_HASHING
 from flightdeck_common.testing.service_checks import bearer, running_app
 
 ADMIN_PASSWORD = "correct-horse-battery-42"
@@ -119,7 +120,7 @@ class Onboarding:
             "/auth/internal/users",
             json={
                 "username": username,
-                "password_hash": await PasswordHasher().hash(password),
+                "password_hash": await PasswordHasher(time_cost=1, memory_cost=1024).hash(password),
                 "role": role,
                 **extra,
             },
@@ -259,6 +260,7 @@ async def onboarding_factory(
             auth_app = create_auth_app(
                 AuthSettings(
                     **backend,
+                    **FAST_PASSWORD_HASHING,
                     log_json=False,
                     bootstrap_admin_password=ADMIN_PASSWORD,
                     bootstrap_service_accounts=(
@@ -289,6 +291,7 @@ async def onboarding_factory(
                     "service_client_secret": SERVICE_SECRET,
                     "rate_limit_registration": "1000/hour",
                     "log_json": False,
+                    **FAST_PASSWORD_HASHING,
                     **admin_overrides,
                 }
             )

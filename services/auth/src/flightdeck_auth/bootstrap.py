@@ -54,7 +54,9 @@ def build_runtime(settings: Settings, resources: Resources) -> AuthRuntime:
     return AuthRuntime(
         settings=settings,
         hasher=PasswordHasher(
-            settings.password_pepper.get_secret_value() if settings.password_pepper else None
+            settings.password_pepper.get_secret_value() if settings.password_pepper else None,
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
         ),
         box=box,
         keyring=keyring,

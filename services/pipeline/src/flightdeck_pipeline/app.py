@@ -34,6 +34,7 @@ OPENAPI_TAGS = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the pipeline app from settings (read from the environment when not given)."""
+    settings = settings or get_settings()
     spec = ServiceSpec(
         title="Flightdeck Pipelines",
         description=(
@@ -52,5 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         openapi_tags=OPENAPI_TAGS,
         body_limit_overrides={"/pipelines/webhooks/": 25 * MIB},
+        # The webhook measures its payload itself, once the signature is verified.
+        json_depth_overrides={"/pipelines/webhooks/": None},
+        concurrency_limit_overrides={
+            "/pipelines/webhooks/": settings.webhook_max_concurrent_deliveries
+        },
     )
-    return create_service_app(settings or get_settings(), spec)
+    return create_service_app(settings, spec)

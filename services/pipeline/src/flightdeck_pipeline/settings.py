@@ -31,6 +31,12 @@ class Settings(CommonSettings):
     sse_replay_limit: int = Field(1000, ge=1, le=100_000)
     # Stats/history/DORA answers are cached this long (and dropped on every write).
     metrics_cache_ttl_seconds: int = Field(60, ge=0, le=3600)
+    # Webhook deliveries one process works on at once (their own group, apart from the
+    # API's max_concurrent_requests); more get 503 `overloaded`, and GitHub can redeliver.
+    webhook_max_concurrent_deliveries: int = Field(16, ge=0, le=1000)
+    # JSON nesting accepted in a webhook payload (GitHub's are about 10 deep), checked once
+    # the signature is verified; deeper ones get 400 `json_too_deep`.
+    webhook_max_json_depth: int = Field(128, ge=16, le=512)
     # Deliveries are kept (for dedupe and reprocessing) at least this long.
     delivery_retention_days: int = Field(7, ge=7, le=365)
 

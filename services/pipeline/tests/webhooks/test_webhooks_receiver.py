@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,10 @@ async def test_rotated_secret_still_verifies(pipeline: PipelineHarness) -> None:
         ("invalid_json", 400, "invalid_delivery"),
         ("json_array", 400, "invalid_delivery"),
         ("unknown_event", 400, "invalid_delivery"),
+        # Python's json raises RecursionError at ~1000 levels: measured first, never a 500.
+        ("nested_too_deep", 400, "json_too_deep"),
+        ("nested_100k_deep", 400, "json_too_deep"),
+        ("unsigned_and_deep", 401, "invalid_signature"),
     ],
 )
 async def test_bad_deliveries_are_4xx_and_not_stored(
@@ -231,6 +236,14 @@ async def test_bad_deliveries_are_4xx_and_not_stored(
         body = b"[1, 2]"
     elif case == "unknown_event":
         event = "totally_made_up"
+    elif case == "nested_too_deep":
+        depth = pipeline.settings.webhook_max_json_depth
+        body = b'{"action": ' + b"[" * depth + b"]" * depth + b"}"
+    elif case == "nested_100k_deep":
+        body = b"[" * 100_000
+    elif case == "unsigned_and_deep":
+        body = b"[" * 100_000
+        kwargs["secret"] = "not-the-secret"
     response = await pipeline.deliver(event, body, **kwargs)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -245,7 +258,12 @@ async def test_body_over_25_mb_is_413_and_not_stored(pipeline: PipelineHarness) 
     assert await _count(pipeline, Delivery) == 0
 
 
-async def test_fifty_concurrent_mixed_deliveries_make_one_run(pipeline: PipelineHarness) -> None:
+async def test_fifty_concurrent_mixed_deliveries_make_one_run(
+    pipeline_factory: Callable[..., Any],
+) -> None:
+    # All fifty at once in one process: above the default cap of concurrent deliveries
+    # (which would shed some with 503, see test_overload.py), so the cap is raised here.
+    pipeline: PipelineHarness = await pipeline_factory(webhook_max_concurrent_deliveries=64)
     requested = json.loads(_body("workflow_run", "requested.payload.json"))
     in_progress = json.loads(_body("workflow_run", "requested.payload.json"))
     in_progress["action"] = "in_progress"

@@ -23,6 +23,7 @@ from flightdeck_common.devstack.redis import RedisServer
 from flightdeck_common.devstack.traefik import (
     DEFAULT_INGRESS_PORT,
     DEFAULT_METRICS_PORT,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_SERVICE_PORTS,
     ROUTE_PREFIXES,
     TraefikProcess,
@@ -102,6 +103,8 @@ class StackConfig:
     """fsync on (``make run-full`` keeps data); tests turn it off for speed."""
     health_check_interval: str = "5s"
     """How often Traefik asks each server's ``/readyz`` (a Go duration)."""
+    ingress_read_timeout: str = DEFAULT_READ_TIMEOUT
+    """Time a client has to send a whole request through Traefik (a Go duration)."""
     drain_seconds: float = 0.0
     """After SIGTERM a service answers ``/readyz`` 503 this long, still serving, before it
     stops (``flightdeck_common.shutdown``). Longer than ``health_check_interval``, Traefik
@@ -441,6 +444,7 @@ class Stack(StartStop):
             upstreams,
             metrics_port=self.config.metrics_port,
             health_check_interval=self.config.health_check_interval,
+            read_timeout=self.config.ingress_read_timeout,
         )
         self.traefik = TraefikProcess(
             static_config, self.config.ingress_port, self.log_dir / "traefik.log"

@@ -23,6 +23,14 @@ ROUTE_PREFIXES: dict[str, str] = {"auth": "/auth", "pipeline": "/pipelines", "ad
 """Public path prefix of each service; the services serve their routes under it."""
 
 DEFAULT_INGRESS_PORT = 8080
+DEFAULT_READ_TIMEOUT = "30s"
+"""Time a client has to send a whole request through the ingress (Traefik's own: 60s)."""
+INGRESS_MAX_HEADER_BYTES = 16 * 1024
+"""Request head size Traefik accepts (its own default: 1 MiB); below the services' limit."""
+WEBHOOK_IN_FLIGHT_PER_REPLICA = 24
+"""Webhook deliveries the ingress forwards at once per pipeline replica (more: 429). Above
+the pipeline's own cap (``WEBHOOK_MAX_CONCURRENT_DELIVERIES``, 16), which sheds with 503
+problem+json what the ingress let through beyond it, and guards direct access."""
 DEFAULT_METRICS_PORT = 8082
 DEFAULT_SERVICE_PORTS: dict[str, int] = {"auth": 8101, "pipeline": 8102, "admin": 8103}
 COMMITTED_CONFIG_DIR = Path("deploy/traefik")
@@ -51,10 +59,13 @@ def render_static_config(
     *,
     metrics_port: int = DEFAULT_METRICS_PORT,
     dynamic_config: str,
+    read_timeout: str = DEFAULT_READ_TIMEOUT,
 ) -> str:
     """Traefik static configuration (YAML) reading its routes from ``dynamic_config``.
 
     A relative ``dynamic_config`` is resolved by Traefik against its working directory.
+    ``read_timeout`` (a Go duration) bounds how long a client may take to send a whole
+    request, headers and body.
     """
     return f"""{_HEADER}# Static configuration: entry points, ping, metrics, logs, providers.
 global:
@@ -77,7 +88,18 @@ entryPoints:
     forwardedHeaders:
       # Trust no client-supplied X-Forwarded-*: Traefik replaces them with what it sees.
       trustedIPs: []
+    transport:
+      respondingTimeouts:
+        # A client must send its whole request, headers and body, within this (slow
+        # clients and slow-loris connections are cut off); answers may take as long as
+        # they need (event streams never end); idle keep-alive connections close after 3 min.
+        readTimeout: {read_timeout}
+        writeTimeout: 0s
+        idleTimeout: 180s
     http:
+      # Request line and headers over 16 KiB get 431 (the services allow 32 KiB, room for
+      # what Traefik adds).
+      maxHeaderBytes: {INGRESS_MAX_HEADER_BYTES}
       # Drop headers whose names alias managed ones (X_Forwarded_For, X.Real.Ip, ...).
       aliasHeadersStrategy: delete
       # Reject ambiguous encoded characters in paths, so Traefik and the services agree.
@@ -137,10 +159,16 @@ def render_dynamic_config(
     stopped or unready replica out until it answers again. The public prefix comes from
     ``prefixes`` or ``ROUTE_PREFIXES`` (default ``/<name>``). Only ``<prefix>`` and
     ``<prefix>/...`` are routed, unstripped; everything else is a 404 from Traefik.
+
+    The GitHub webhook route of the pipeline (``<prefix>/webhooks/``) gets a router of its
+    own with an ``inFlightReq`` middleware: at most ``WEBHOOK_IN_FLIGHT_PER_REPLICA``
+    deliveries per pipeline replica are forwarded at once, more get 429 from Traefik at
+    once. Overload is shed in the ingress, before it costs the services any CPU.
     """
     prefixes = {**ROUTE_PREFIXES, **(prefixes or {})}
     routers: list[str] = []
     services: list[str] = []
+    middlewares: list[str] = []
     for name, urls in upstreams.items():
         if not _SERVICE_NAME.match(name):
             raise ValueError(f"invalid service name {name!r}")
@@ -148,7 +176,8 @@ def render_dynamic_config(
         if not prefix.startswith("/") or "`" in prefix:
             raise ValueError(f"invalid path prefix {prefix!r} for {name}")
         rule = f"Path(`{prefix}`) || PathPrefix(`{prefix}/`)"
-        servers = "".join(f"          - url: {_q(url)}\n" for url in _server_urls(name, urls))
+        server_urls = _server_urls(name, urls)
+        servers = "".join(f"          - url: {_q(url)}\n" for url in server_urls)
         routers.append(
             f"""    {name}:
       entryPoints: [web]
@@ -156,6 +185,27 @@ def render_dynamic_config(
       service: {name}
 """
         )
+        if name == "pipeline":
+            amount = WEBHOOK_IN_FLIGHT_PER_REPLICA * len(server_urls)
+            hooks = f"PathPrefix(`{prefix}/webhooks/`)"
+            routers.append(
+                f"""    {name}-webhooks:
+      entryPoints: [web]
+      rule: {_q(hooks)}
+      priority: 1000
+      middlewares: [{name}-webhooks-in-flight]
+      service: {name}
+"""
+            )
+            middlewares.append(
+                f"""    {name}-webhooks-in-flight:
+      inFlightReq:
+        amount: {amount}
+        sourceCriterion:
+          # One count for all senders (GitHub delivers from many addresses).
+          requestHost: true
+"""
+            )
         services.append(
             f"""    {name}:
       loadBalancer:
@@ -168,11 +218,12 @@ def render_dynamic_config(
         servers:
 {servers}"""
         )
+    middleware_block = f"\n  middlewares:\n{''.join(middlewares)}" if middlewares else ""
     return f"""{_HEADER}# Dynamic configuration: one router + service per Flightdeck service.
 # No retry middleware: only idempotent requests could be retried safely.
 http:
   routers:
-{"".join(routers)}
+{"".join(routers)}{middleware_block}
   services:
 {"".join(services)}
   serversTransports:
@@ -192,6 +243,7 @@ def render_traefik_config(
     prefixes: Mapping[str, str] | None = None,
     dynamic_config_ref: str | None = None,
     health_check_interval: str = "5s",
+    read_timeout: str = DEFAULT_READ_TIMEOUT,
 ) -> tuple[Path, Path]:
     """Write ``traefik.yml`` (static) and ``dynamic.yml`` into ``out_dir``; return both paths.
 
@@ -211,7 +263,12 @@ def render_traefik_config(
         )
     )
     static_path.write_text(
-        render_static_config(entry_port, metrics_port=metrics_port, dynamic_config=reference)
+        render_static_config(
+            entry_port,
+            metrics_port=metrics_port,
+            dynamic_config=reference,
+            read_timeout=read_timeout,
+        )
     )
     return static_path, dynamic_path
 

@@ -17,6 +17,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from flightdeck_common.http_server import guarded_protocol
+from flightdeck_common.settings import DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
+
 READ_TIMEOUT = 3.0
 
 
@@ -98,13 +101,20 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[tuple[str, uvicorn.Server]]:
-    """Serve ``app`` (lifespan included) on a free loopback port; yield its base URL and
-    the server (set ``server.should_exit`` to stop it early)."""
+async def serve(
+    app: FastAPI,
+    *,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    header_read_timeout: float = DEFAULT_HEADER_READ_TIMEOUT,
+) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+    """Serve ``app`` (lifespan included) on a free loopback port, with the HTTP protocol
+    and request-head limits of the real server; yield its base URL and the server (set
+    ``server.should_exit`` to stop it early)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
+        http=guarded_protocol(max_header_bytes, header_read_timeout),
         lifespan="on",
         log_config=None,
         access_log=False,

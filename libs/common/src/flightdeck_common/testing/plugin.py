@@ -39,6 +39,14 @@ needs_traefik = pytest.mark.skipif(not have_traefik(), reason="traefik binary mi
 # Tests that passed on a real server, counted from each report's user properties so the
 # summary is right also under pytest-xdist (reports travel from workers to the controller).
 _BACKEND_PROPERTY = "flightdeck_backend"
+
+# In-process apps of integration tests hash passwords (bootstrap admin, service accounts,
+# users) with argon2id's cheapest parameters: the same code path, a millisecond instead of
+# a few hundred per hash. Stacks of real processes keep the production defaults.
+FAST_PASSWORD_HASHING: dict[str, int] = {
+    "password_hash_time_cost": 1,
+    "password_hash_memory_kib": 1024,
+}
 _PASSED_ON: dict[str, set[str]] = {"postgres": set(), "redis": set()}
 
 

@@ -22,6 +22,10 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 _COLUMN_TEXT_FIELDS = ("id", "type", "service", "actor", "subject", "ip", "request_id")
 # Deeper data could be stored but not served back (pydantic serializes ~250 levels at most).
 MAX_DATA_DEPTH = 64
+# The JSON nesting an ingest batch may have before it is parsed: {"events": [{"data": ...}]}
+# around data of MAX_DATA_DEPTH, with room above it so that data just too deep gets the
+# validator's precise 422 (the limit only keeps absurd depths from the parser).
+MAX_BATCH_JSON_DEPTH = 2 * MAX_DATA_DEPTH
 
 
 class AuditEventIn(AuditEvent):

@@ -17,7 +17,11 @@ from flightdeck_common.resources import Resources
 async def password_hasher_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
     """One argon2id hasher per app, peppered like auth's (its hashes are handed to auth)."""
     pepper = getattr(resources.settings, "password_pepper", None)
-    app.state.password_hasher = PasswordHasher(pepper.get_secret_value() if pepper else None)
+    app.state.password_hasher = PasswordHasher(
+        pepper.get_secret_value() if pepper else None,
+        time_cost=resources.settings.password_hash_time_cost,
+        memory_cost=resources.settings.password_hash_memory_kib,
+    )
     yield
 
 

@@ -11,7 +11,7 @@ from flightdeck_common.auth.claims import Role
 
 class InternalUserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=256)
-    password_hash: str = Field(min_length=1, max_length=512, description="argon2id hash")
+    password_hash: str = Field(min_length=1, max_length=255, description="argon2id hash")
     role: Role = Role.VIEWER
     idempotency_key: str | None = Field(
         None,

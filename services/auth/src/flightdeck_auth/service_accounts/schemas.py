@@ -25,6 +25,8 @@ class ServiceAccountCreate(BaseModel):
     )
 
     client_id: str = Field(
+        min_length=2,
+        max_length=64,
         pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$",
         description="2-64 characters of a-z, 0-9, '.', '_', '-'; starts with a letter or digit.",
     )

@@ -14,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 from flightdeck_common.db import session_scope
 from flightdeck_common.errors import (
     BadRequest,
+    JsonTooDeep,
     PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
@@ -115,7 +116,7 @@ class InvalidDelivery(BadRequest):
     responses={
         200: {"model": WebhookAck, "description": "ping answered, or a redelivery (no change)"},
         **problem_responses(
-            InvalidSignature, InvalidDelivery, PayloadTooLarge, WebhookNotConfigured
+            InvalidSignature, InvalidDelivery, JsonTooDeep, PayloadTooLarge, WebhookNotConfigured
         ),
     },
     openapi_extra={"requestBody": WEBHOOK_REQUEST_BODY},
@@ -162,7 +163,7 @@ async def receive_github_webhook(
     if not x_github_delivery or not DELIVERY_ID.match(x_github_delivery):
         raise InvalidDelivery("X-GitHub-Delivery is missing or malformed.")
     try:
-        payload = parse_body(body)
+        payload = parse_body(body, runtime.settings.webhook_max_json_depth)
     except ValueError as exc:
         raise InvalidDelivery("The body is not a JSON object.") from exc
 

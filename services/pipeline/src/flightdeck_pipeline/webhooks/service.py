@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flightdeck_common.errors import JsonTooDeep
+from flightdeck_common.json_depth import json_depth_exceeds
 from flightdeck_pipeline.deployments.repository import DeploymentRepository
 from flightdeck_pipeline.runs.repository import RunRepository
 from flightdeck_pipeline.runs.status import display_status
@@ -121,11 +123,14 @@ def _level(conclusion: str | None) -> str:
     return "info"
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The JSON object of a delivery (ValueError when it is not one)."""
+def parse_body(body: bytes, max_depth: int) -> dict[str, Any]:
+    """The JSON object of a delivery: JsonTooDeep when it nests deeper than ``max_depth``,
+    ValueError when it is not a JSON object."""
+    if json_depth_exceeds(body, max_depth):
+        raise JsonTooDeep(f"The payload nests arrays and objects deeper than {max_depth}.")
     try:
         payload = json.loads(body)
-    except RecursionError as exc:  # absurdly deep nesting
+    except RecursionError as exc:  # not reached after the depth check; never a 500
         raise ValueError("the payload is nested too deeply") from exc
     if not isinstance(payload, dict):
         raise ValueError("the payload is not a JSON object")

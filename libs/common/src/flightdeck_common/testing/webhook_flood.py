@@ -1,0 +1,179 @@
+"""Signed ``workflow_run`` deliveries at a fixed rate (open loop) or concurrency (closed loop).
+
+Run in a process of its own (``python -m flightdeck_common.testing.webhook_flood``) so the
+client's CPU and event loop do not distort what the test process measures meanwhile. Each
+delivery is the pipeline's ``requested`` fixture with a unique run id and delivery id,
+signed like GitHub signs. Open loop sends each delivery on its schedule, however slow the
+answers to the earlier ones are (that is what overload looks like from GitHub's side).
+Writes one JSON document: statuses, problem codes, acknowledged run ids, latencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+FIXTURE = "services/pipeline/tests/fixtures/github/workflow_run/requested.payload.json"
+_RUN_ID_MARK = "777777777777777"
+
+
+class Flood:
+    """Deliveries over raw HTTP/1.1 keep-alive connections (a client library would cost
+    the machine more CPU than the service it loads): an idle connection is reused, a new
+    one opened when none is idle, so the number in flight follows the answers' latency."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        payload = json.loads((Path(args.repo_root) / FIXTURE).read_bytes())
+        payload["workflow_run"]["id"] = int(_RUN_ID_MARK)
+        payload["repository"]["full_name"] = args.repository
+        before, after = json.dumps(payload).split(_RUN_ID_MARK, 1)
+        self.before, self.after = before.encode(), after.encode()
+        self.secret = os.environ[args.secret_env].encode()
+        url = urlsplit(args.url)
+        self.host, self.port, self.path = url.hostname or "127.0.0.1", url.port or 80, url.path
+        self.timeout = args.timeout
+        self.next_run_id = args.run_id_base
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.statuses: Counter[str] = Counter()
+        self.codes: Counter[str] = Counter()
+        self.acknowledged: list[int] = []
+        self.latencies: list[float] = []
+
+    def request(self, run_id: int) -> bytes:
+        body = b"%s%d%s" % (self.before, run_id, self.after)
+        signature = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "User-Agent: GitHub-Hookshot/flood\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-GitHub-Event: workflow_run\r\n"
+            f"X-GitHub-Delivery: {uuid.uuid4()}\r\n"
+            f"X-Hub-Signature-256: sha256={signature}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    async def deliver(self) -> None:
+        run_id = self.next_run_id
+        self.next_run_id += 1
+        data = self.request(run_id)
+        began = time.monotonic()
+        connection = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reused = bool(self.idle)
+                connection = (
+                    self.idle.pop()
+                    if reused
+                    else await asyncio.open_connection(self.host, self.port)
+                )
+                reader, writer = connection
+                writer.write(data)
+                status, headers, body = await _read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            if connection is not None:
+                connection[1].close()
+            self.statuses[type(exc).__name__] += 1
+            return
+        self.latencies.append(time.monotonic() - began)
+        self.statuses[str(status)] += 1
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append(connection)
+        if 200 <= status < 300:
+            self.acknowledged.append(run_id)
+        elif headers.get("content-type", "").startswith("application/problem+json"):
+            self.codes[str(json.loads(body).get("code"))] += 1
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunks.append((await reader.readexactly(size + 2))[:-2])
+            if size == 0:
+                return status, headers, b"".join(chunks)
+    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    flood = Flood(args)
+    started = time.monotonic()
+    if args.rate:
+        sends: list[asyncio.Task[None]] = []
+        total = int(args.rate * args.seconds)
+        for index in range(total):
+            delay = started + index / args.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sends.append(asyncio.create_task(flood.deliver()))
+        sent_for = time.monotonic() - started
+        await asyncio.gather(*sends)
+    else:
+        deadline = started + args.seconds
+
+        async def worker() -> None:
+            while time.monotonic() < deadline:
+                await flood.deliver()
+
+        await asyncio.gather(*(worker() for _ in range(args.workers)))
+        sent_for = time.monotonic() - started
+    elapsed = time.monotonic() - started
+    flood.close()
+    sent = sum(flood.statuses.values())
+    return {
+        "sent": sent,
+        "offered_per_s": sent / sent_for,
+        "elapsed_s": elapsed,
+        "acknowledged_per_s": len(flood.acknowledged) / elapsed,
+        "statuses": dict(flood.statuses),
+        "problem_codes": dict(flood.codes),
+        "acknowledged": flood.acknowledged,
+        "latencies": flood.latencies,
+        "cpu_s": time.process_time(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flightdeck_common.testing.webhook_flood")
+    parser.add_argument("--url", required=True, help="the webhook route, e.g. through the ingress")
+    parser.add_argument("--secret-env", required=True, help="variable holding the signing secret")
+    parser.add_argument("--repository", required=True)
+    parser.add_argument("--run-id-base", type=int, required=True)
+    parser.add_argument("--repo-root", required=True, help="where the GitHub fixtures are")
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: deliveries per second")
+    parser.add_argument("--workers", type=int, default=8, help="closed loop (no --rate): senders")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--out", required=True, help="JSON file written at the end")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args))
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
