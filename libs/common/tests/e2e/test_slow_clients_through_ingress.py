@@ -1,7 +1,7 @@
 """Slow clients through the real ingress: Traefik's readTimeout and the services' body timeout.
 
 One auth process behind Traefik, with short timeouts: the service waits at most 1 s for
-each piece of a body (``body_read_timeout_seconds``), Traefik gives a client 2 s for a
+each piece of a body (``body_read_timeout_seconds``), Traefik gives a client 4 s for a
 whole request (``transport.respondingTimeouts.readTimeout``). Clients are raw sockets.
 Bounds are generous (10x the timeout): the point is "cut off, not held forever".
 """
@@ -25,7 +25,7 @@ from flightdeck_common.testing.plugin import isolated_stack_config, needs_traefi
 pytestmark = [pytest.mark.e2e, needs_traefik]
 
 BODY_TIMEOUT = 1.0
-INGRESS_READ_TIMEOUT = 2.0
+INGRESS_READ_TIMEOUT = 4.0  # well apart from the service's 1 s, so a loaded machine keeps the order
 WITHIN = 10 * INGRESS_READ_TIMEOUT
 LOGIN_BODY = b'{"username": "admin", "password": "not-the-password-at-all"}'
 
@@ -110,15 +110,16 @@ def test_a_stalled_body_gets_the_service_408_through_the_ingress(stack: Stack) -
 
 
 def test_a_trickle_that_never_stalls_is_cut_off_by_the_ingress(stack: Stack) -> None:
-    # A byte every 0.3 s keeps the service's 1 s wait happy; the ingress's 2 s for the
-    # whole request is what ends it (504 from Traefik; 408 if the machine is so loaded that
-    # a gap reached the service's timeout first).
+    # A byte every 0.3 s keeps the service's 1 s wait happy; the ingress's 4 s for the
+    # whole request is what ends it: Traefik answers 504, or 499 when its read deadline hit
+    # while it was still streaming the body upstream (seen on a loaded CI machine); 408 if
+    # the machine is so loaded that a gap reached the service's timeout first.
     started = time.monotonic()
     body = LOGIN_BODY + b" " * 100
     client = SlowClient(stack.config.ingress_port, login_head(len(body)) + body[:1], body[1:], 0.3)
     answer = client.answer()
     assert time.monotonic() - started < WITHIN
-    assert status_of(answer) in (408, 504), answer[:200]
+    assert status_of(answer) in (408, 499, 504), answer[:200]
     assert_served(stack)
 
 
