@@ -25,13 +25,16 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
 import argon2
 import asyncpg
 from redis.asyncio import Redis
+
+# The service's percentile estimate from the duration histogram (a pure function).
+from flightdeck_pipeline.metrics.stats import estimate_percentile
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -51,23 +54,22 @@ STATUSES = ("queued", "running", "success", "failed", "cancelled")
 PRODUCTION = "(d.production IS true OR lower(d.environment) IN ('prod', 'production'))"
 APPEND_LOCK_KEY = 0x6664_6368_616E_6765  # the pipeline's change-event writer lock
 
+# Stats and history read the daily rollups the pipeline maintains on write (the unfiltered
+# scenarios: the all-repositories tables), as the service does.
+ROLLUP_COUNTS = ("total", "queued", "running", "success", "failed", "cancelled")
 STATS_COUNTS = (
-    "SELECT count(*), "
-    + ", ".join(f"count(*) FILTER (WHERE display_status = '{s}')" for s in STATUSES)
-    + " FROM runs"
+    "SELECT "
+    + ", ".join(f"coalesce(sum({c}), 0)" for c in (*ROLLUP_COUNTS, "durations", "duration_sum_us"))
+    + " FROM run_rollups_all"
 )
-STATS_DURATIONS = """
-SELECT count(v), avg(v), percentile_cont(0.5) WITHIN GROUP (ORDER BY v),
-    percentile_cont(0.95) WITHIN GROUP (ORDER BY v)
-FROM (SELECT duration_seconds AS v FROM runs
-      WHERE status = 'completed' AND duration_seconds IS NOT NULL) AS summarized
+STATS_HISTOGRAM = """
+SELECT bucket, sum(runs) FROM run_duration_rollups_all
+GROUP BY bucket HAVING sum(runs) > 0 ORDER BY bucket
 """
 HISTORY = """
-SELECT to_char(timezone('UTC', created_at), 'YYYY-MM-DD') AS day, count(*),
-    count(*) FILTER (WHERE display_status = 'success'),
-    count(*) FILTER (WHERE display_status = 'failed')
-FROM runs WHERE created_at >= $1 AND created_at < $2
-GROUP BY to_char(timezone('UTC', created_at), 'YYYY-MM-DD')
+SELECT to_char(day, 'YYYY-MM-DD'), sum(total), sum(success), sum(failed)
+FROM run_rollups_all WHERE day >= $1 AND day <= $2 AND total <> 0
+GROUP BY day
 """
 _SUCCEEDED = "(d.succeeded_at >= $1 AND d.succeeded_at < $2)"
 _FAILED = "(d.succeeded_at IS NULL AND d.failed_at >= $1 AND d.failed_at < $2)"
@@ -303,16 +305,22 @@ class BareApp:
         async with self.pipeline.acquire() as connection:
             if name == "stats":
                 counts = await connection.fetchrow(STATS_COUNTS)
-                durations = await connection.fetchrow(STATS_DURATIONS)
-                return {"total": counts[0], **dict(zip(STATUSES, counts[1:], strict=True)),
-                        "durations": list(durations)}  # fmt: skip
+                histogram = [
+                    (row[0], int(row[1])) for row in await connection.fetch(STATS_HISTOGRAM)
+                ]
+                durations, duration_sum_us = counts[-2], counts[-1]
+                return {**dict(zip(ROLLUP_COUNTS, counts[:6], strict=True)),
+                        "mean": duration_sum_us / durations / 1e6 if durations else None,
+                        "p50": estimate_percentile(histogram, 0.5),
+                        "p95": estimate_percentile(histogram, 0.95)}  # fmt: skip
             if name == "history":
                 days = int(query.get("days", "7"))
                 today = datetime.now(UTC).date()
                 series = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
-                since = datetime.combine(series[0], time(), tzinfo=UTC)
-                until = datetime.combine(today + timedelta(days=1), time(), tzinfo=UTC)
-                rows = {row[0]: row[1:] for row in await connection.fetch(HISTORY, since, until)}
+                rows = {
+                    row[0]: row[1:]
+                    for row in await connection.fetch(HISTORY, series[0], series[-1])
+                }
                 return {"items": [_history_day(day, rows) for day in series]}
             window = int(query.get("window_days", "30"))
             until = datetime.now(UTC)
