@@ -22,8 +22,17 @@ async def entity_payload(session: AsyncSession, kind: str, pk: int) -> dict[str,
     return DeploymentRead.model_validate(deployment).model_dump(mode="json") if deployment else None
 
 
-async def record_entity_change(session: AsyncSession, bus: Any, kind: str, pk: int) -> None:
-    """Record the change event in the writer's transaction (the stream reads it after commit)."""
-    payload = await entity_payload(session, kind, pk)
+async def record_entity_change(
+    session: AsyncSession, bus: Any, kind: str, pk: int, current: Any = None
+) -> None:
+    """Record the change event in the writer's transaction (the stream reads it after commit).
+
+    ``current``: the run's row as this transaction just wrote or read it (every column of
+    ``runs``, e.g. from ``RETURNING``), which spares reading it again; else it is loaded.
+    """
+    if current is not None and kind.startswith("run."):
+        payload: dict[str, Any] | None = RunRead.model_validate(current).model_dump(mode="json")
+    else:
+        payload = await entity_payload(session, kind, pk)
     if payload is not None:
         await record_change(session, bus, kind, payload)

@@ -30,9 +30,12 @@ class PipelineRuntime:
     metrics_cache: Any | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def record_change(self, session: AsyncSession, kind: str, pk: int) -> None:
-        """Record a ``run.updated``/``deployment.updated`` event for the live stream."""
-        await record_entity_change(session, self.change_bus, kind, pk)
+    async def record_change(
+        self, session: AsyncSession, kind: str, pk: int, current: Any = None
+    ) -> None:
+        """Record a ``run.updated``/``deployment.updated`` event for the live stream
+        (``current``: the run's row as just written, when the caller has it)."""
+        await record_entity_change(session, self.change_bus, kind, pk, current)
 
     async def attribute_incident(self, session: AsyncSession, incident_pk: int) -> None:
         incident = await session.get(Incident, incident_pk)

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -215,5 +215,38 @@ async def test_postgres_writers_only_wait_for_each_other_while_committing(
             [second_id] = await asyncio.wait_for(waiting, 2)
             await second.commit()
         assert second_id > first_id
+    finally:
+        await engine.dispose()
+
+
+async def test_postgres_writer_draws_its_id_only_once_it_holds_the_ordering_lock(
+    postgres_database_url: str,
+) -> None:
+    """The ordering lock and the first insert are one statement: the id (nextval) must be
+    drawn after the lock is held, or a writer that waited could commit an id lower than
+    one already committed. A value drawn from the sequence while the second writer waits
+    is therefore lower than the second writer's id."""
+    engine = create_engine(Settings(database_url=postgres_database_url, log_json=False))
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    sessionmaker = create_sessionmaker(engine)
+
+    def append(session: Session) -> list[int]:
+        return append_changes(session, [(RUN_UPDATED, "{}"), (RUN_UPDATED, "{}")])
+
+    try:
+        async with sessionmaker() as first, sessionmaker() as second, sessionmaker() as other:
+            first_ids = await first.run_sync(append)
+            waiting = asyncio.create_task(second.run_sync(append))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # waits for the lock
+            drawn_meanwhile = await other.scalar(select(func.nextval("change_events_id_seq")))
+            await other.commit()
+            await first.commit()
+            second_ids = await asyncio.wait_for(waiting, 2)
+            await second.commit()
+        assert first_ids == sorted(first_ids)
+        assert second_ids == sorted(second_ids)
+        assert max(first_ids) < drawn_meanwhile < min(second_ids)
     finally:
         await engine.dispose()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import Select, func, insert, select, text
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -27,6 +28,7 @@ from flightdeck_common.db import create_engine, create_sessionmaker
 from flightdeck_common.migrations import alembic_config
 from flightdeck_pipeline.app import MIGRATIONS_DIR
 from flightdeck_pipeline.db import Base
+from flightdeck_pipeline.events.publish import record_change
 from flightdeck_pipeline.metrics.history import run_history
 from flightdeck_pipeline.metrics.sql import summarize, utc_day
 from flightdeck_pipeline.metrics.stats import run_filters, run_stats, split_window
@@ -320,6 +322,57 @@ async def test_concurrent_writers_keep_rollups_exact(postgres_database_url: str)
             total = await session.scalar(select(func.sum(RunRollupAll.total)))
             runs_stored = await session.scalar(select(func.count()).select_from(Run))
         assert total == runs_stored
+    finally:
+        await engine.dispose()
+
+
+async def test_rollups_are_written_as_the_transaction_commits(database_url: str) -> None:
+    """A transaction's rollup differences are summed and written at its commit, before the
+    change events (whose ordering lock must be the last lock taken); a rollback, or the
+    rollback of the savepoint a run was written in, leaves the rollups as they were."""
+    engine, sessions = await _sessions(database_url)
+    statements: list[str] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", remember)
+    rng = random.Random(5)
+    try:
+        async with sessions() as session:
+            # The change event is recorded first: its hook still comes second.
+            await record_change(session, None, "run.updated", {"n": 1})
+            repo = RunRepository(session)
+            await repo.upsert(_update(rng, "acme/api", 1, DAY0))
+            await repo.upsert(_update(rng, "acme/api", 1, DAY0))  # same run, same transaction
+            await repo.upsert(_update(rng, "acme/web", 2, DAY0 + timedelta(days=1)))
+            assert not [s for s in statements if "run_rollups" in s]  # staged, not written
+            await session.commit()
+        rollups = [i for i, s in enumerate(statements) if "run_rollups" in s]
+        events = [i for i, s in enumerate(statements) if "INTO change_events" in s]
+        assert rollups
+        assert events
+        assert max(rollups) < min(events)
+        await assert_consistent(sessions)
+
+        async with sessions() as session:
+            await RunRepository(session).upsert(_update(rng, "acme/api", 3, DAY0))
+            await session.rollback()
+        async with sessions() as session:
+            repo = RunRepository(session)
+            await repo.upsert(_update(rng, "acme/api", 4, DAY0))
+            savepoint = await session.begin_nested()
+            await repo.upsert(_update(rng, "acme/api", 5, DAY0))
+            await savepoint.rollback()
+            async with session.begin_nested():
+                await repo.upsert(_update(rng, "acme/web", 6, DAY0))
+            await session.commit()
+        await assert_consistent(sessions)
+        async with sessions() as session:
+            total = await session.scalar(select(func.sum(RunRollupAll.total)))
+            stored = set(await session.scalars(select(Run.run_id)))
+        assert stored == {1, 2, 4, 6}
+        assert total == 4
     finally:
         await engine.dispose()
 

@@ -365,8 +365,19 @@ async def test_change_events_are_pruned_beyond_the_replay_bound(pipeline: Pipeli
         lambda run: run.update(updated_at=10**20),
         lambda run: run.update(status="exploded"),
         lambda run: run.update(conclusion=["x"]),
+        # run_attempt and run_number are 32-bit columns (asyncpg refuses larger arguments).
+        lambda run: run.update(run_attempt=2**40),
+        lambda run: run.update(run_number=-(2**31) - 1),
     ],
-    ids=["huge-id", "string-number", "huge-timestamp", "unknown-status", "list-conclusion"],
+    ids=[
+        "huge-id",
+        "string-number",
+        "huge-timestamp",
+        "unknown-status",
+        "list-conclusion",
+        "huge-attempt",
+        "huge-run-number",
+    ],
 )
 async def test_hostile_payload_values_are_kept_as_failed_never_500(
     pipeline: PipelineHarness, mutate: Any
@@ -377,3 +388,64 @@ async def test_hostile_payload_values_are_kept_as_failed_never_500(
     assert response.status_code == 202, response.text
     assert response.json()["result"] == "failed"
     assert await _count(pipeline, Run) == 0
+
+
+async def test_value_the_database_refuses_is_kept_as_failed(
+    pipeline: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing and mapping share one transaction: when the database refuses a mapped value
+    half-way through, everything the mapping wrote is rolled back and the delivery is
+    still kept, failed, with its error and raw body."""
+    from sqlalchemy import exc as sa_exc
+
+    from flightdeck_pipeline.runs.models import RunRollupAll
+    from flightdeck_pipeline.runs.repository import RunRepository
+
+    async def refused(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise sa_exc.DataError("INSERT INTO log_lines ...", {}, Exception("value too long"))
+
+    monkeypatch.setattr(RunRepository, "add_log_line", refused)
+    body = _body("workflow_run", "completed.payload.json")
+    response = await pipeline.deliver("workflow_run", body, delivery_id="refused")
+    assert (response.status_code, response.json()["result"]) == (202, "failed")
+    stored = await _one(pipeline, Delivery, Delivery.delivery_id == "refused")
+    assert (stored.result, stored.body, stored.attempts) == ("failed", body, 1)
+    assert "DataError" in stored.error
+    assert await _count(pipeline, Run) == 0  # the run written before was rolled back
+    assert await _count(pipeline, RunRollupAll, RunRollupAll.total != 0) == 0
+
+
+async def test_unexpected_failure_keeps_the_delivery_for_reprocessing(
+    pipeline: PipelineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flightdeck_pipeline.webhooks import router
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(router, "map_delivery", broken)
+    body = _body("workflow_run", "completed.payload.json")
+    response = await pipeline.deliver("workflow_run", body, delivery_id="unlucky")
+    assert response.status_code == 500
+    stored = await _one(pipeline, Delivery, Delivery.delivery_id == "unlucky")
+    assert (stored.result, stored.body) == ("pending", body)
+    monkeypatch.undo()
+    # GitHub's redelivery of it is mapped then.
+    again = await pipeline.deliver("workflow_run", body, delivery_id="unlucky")
+    assert (again.status_code, again.json()["result"]) == (202, "processed")
+    stored = await _one(pipeline, Delivery, Delivery.delivery_id == "unlucky")
+    assert (stored.result, stored.attempts) == ("processed", 1)
+    assert await _count(pipeline, Run) == 1
+
+
+async def test_redelivery_of_a_failed_delivery_is_mapped_again(pipeline: PipelineHarness) -> None:
+    broken = {"action": "completed", "workflow_run": {}}
+    first = await pipeline.deliver("workflow_run", broken, delivery_id="retry-me")
+    assert first.json()["result"] == "failed"
+    body = _body("workflow_run", "completed.payload.json")
+    again = await pipeline.deliver("workflow_run", body, delivery_id="retry-me")
+    assert (again.status_code, again.json()["result"]) == (202, "processed")
+    stored = await _one(pipeline, Delivery, Delivery.delivery_id == "retry-me")
+    assert (stored.result, stored.error, stored.attempts) == ("processed", None, 2)
+    duplicate = await pipeline.deliver("workflow_run", body, delivery_id="retry-me")
+    assert (duplicate.status_code, duplicate.json()["result"]) == (200, "duplicate")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from flightdeck_common.db import utcnow
 from flightdeck_common.repository import RepositoryBase
 from flightdeck_pipeline.events.models import ChangeEvent
 
@@ -17,23 +18,50 @@ from flightdeck_pipeline.events.models import ChangeEvent
 APPEND_LOCK_KEY = 0x6664_6368_616E_6765
 
 
+# Core statements on the table (not ORM inserts of the entity), built once.
+_TABLE = cast(Table, ChangeEvent.__table__)
+_INSERT = insert(_TABLE).returning(_TABLE.c.id)
+# PostgreSQL: the ordering lock and the first insert in one statement (one round trip
+# fewer while the lock is held). The lock is taken in a materialized CTE that the insert
+# reads its one row from, so the row's id (nextval, computed as the insert produces it)
+# is drawn after the lock is held.
+_LOCK = (
+    select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY).label("locked"))
+    .cte("ordering_lock")
+    .prefix_with("MATERIALIZED")
+)
+_LOCKED_INSERT = (
+    insert(_TABLE)
+    .from_select(
+        ["kind", "payload", "created_at"],
+        select(
+            bindparam("kind", type_=_TABLE.c.kind.type),
+            bindparam("payload", type_=_TABLE.c.payload.type),
+            bindparam("created_at", type_=_TABLE.c.created_at.type),
+        ).select_from(_LOCK),
+    )
+    .returning(_TABLE.c.id)
+)
+
+
 def append_changes(session: Session, changes: Sequence[tuple[str, str]]) -> list[int]:
     """Insert ``(kind, payload_json)`` change events in order and return their ids.
 
     Synchronous: it runs inside the commit of an ``AsyncSession`` (SQLAlchemy's greenlet),
-    as the last statements of the transaction. On PostgreSQL it first takes a
-    transaction-scoped advisory lock, released by the commit: sequence values are handed out
-    at insert, so without it two writers could commit ids out of order and a stream that
-    already sent N+1 would skip N. With it, writers insert and commit one at a time and ids
-    follow commit order. SQLite needs nothing: it has one writer at a time anyway.
+    as the last statements of the transaction. On PostgreSQL the first insert also takes a
+    transaction-scoped advisory lock, before it draws its id, released by the commit:
+    sequence values are handed out at insert, so without it two writers could commit ids
+    out of order and a stream that already sent N+1 would skip N. With it, writers insert
+    and commit one at a time and ids follow commit order. SQLite needs nothing: it has one
+    writer at a time anyway.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
-    statement = insert(ChangeEvent).returning(ChangeEvent.id)
-    return [
-        int(session.execute(statement, {"kind": kind, "payload": payload}).scalar_one())
-        for kind, payload in changes
-    ]
+    ids: list[int] = []
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for index, (kind, payload) in enumerate(changes):
+        values = {"kind": kind, "payload": payload, "created_at": utcnow()}
+        statement = _LOCKED_INSERT if postgres and index == 0 else _INSERT
+        ids.append(int(session.execute(statement, values).scalar_one()))
+    return ids
 
 
 class ChangeRow(NamedTuple):

@@ -9,17 +9,20 @@ is known exactly when the rollups are adjusted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from flightdeck_common.db import utcnow
 from flightdeck_common.repository import RepositoryBase
-from flightdeck_common.upsert import insert_for
 from flightdeck_pipeline.runs.duration_buckets import duration_bucket
 from flightdeck_pipeline.runs.models import Job, LogLine, Run
-from flightdeck_pipeline.runs.rollups import CONTRIBUTION_COLUMNS, Contribution, apply_change
+from flightdeck_pipeline.runs.rollups import Contribution, apply_change
 from flightdeck_pipeline.runs.status import STATUS_RANK, RunStatus, display_status
 from flightdeck_pipeline.webhooks.github import JobUpdate, RunUpdate
 
@@ -62,11 +65,119 @@ def _duration(started: datetime | None, completed: datetime | None) -> float | N
     return max(0.0, (completed - started).total_seconds())
 
 
+# Every column of ``runs``: a write returns the stored row, which is also what its change
+# event describes (no second read).
+RUN_COLUMNS = tuple(Run.__table__.c)
+_RUN_KEY = ["repository", "run_id"]
+_JOB_KEY = ["run_pk", "job_id"]
+_RUN_VALUE_COLUMNS = (
+    "repository",
+    "run_id",
+    "run_attempt",
+    "status",
+    "status_rank",
+    "conclusion",
+    "display_status",
+    "completed_at",
+    "duration_seconds",
+    "duration_bucket",
+    "source",
+    "source_updated_at",
+    "created_at",
+    "updated_at",
+    *_COALESCED_RUN_FIELDS,
+)
+_JOB_VALUE_COLUMNS = (
+    "run_pk",
+    "job_id",
+    "run_attempt",
+    "name",
+    "status",
+    "status_rank",
+    "conclusion",
+    "runner_name",
+    "steps_count",
+    "started_at",
+    "completed_at",
+    "html_url",
+    "source_updated_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The write statements of one dialect, built once: executed with a dict of values,
+    they hit SQLAlchemy's compiled cache instead of being rebuilt for every delivery."""
+
+    insert_run: Any  # INSERT ... ON CONFLICT DO NOTHING RETURNING every column
+    update_run: Any  # INSERT ... ON CONFLICT DO UPDATE ... WHERE not older RETURNING ...
+    lock_run: Any  # SELECT every column ... FOR UPDATE
+    upsert_job: Any
+    add_log_line: Any
+    add_delivery_log_line: Any  # ... ON CONFLICT (delivery_id) DO NOTHING
+
+
+def _statements(dialect_insert: Callable[[Any], Any]) -> _Statements:
+    table = Run.__table__
+    insert = dialect_insert(table)
+    excluded = insert.excluded
+    changes: dict[str, Any] = {
+        name: excluded[name]
+        for name in _RUN_VALUE_COLUMNS
+        if name not in ("created_at", "repository", "run_id", *_COALESCED_RUN_FIELDS)
+    }
+    for name in _COALESCED_RUN_FIELDS:
+        changes[name] = func.coalesce(excluded[name], table.c[name])
+    # A newer attempt starts over: its timing must not inherit the old attempt's.
+    changes["started_at"] = case(
+        (excluded.run_attempt > table.c.run_attempt, excluded.started_at),
+        else_=func.coalesce(excluded.started_at, table.c.started_at),
+    )
+    jobs = Job.__table__
+    job_insert = dialect_insert(jobs)
+    job_excluded = job_insert.excluded
+    job_changes = {name: job_excluded[name] for name in _JOB_VALUE_COLUMNS if name not in _JOB_KEY}
+    for name in ("runner_name", "started_at", "html_url"):
+        job_changes[name] = func.coalesce(job_excluded[name], jobs.c[name])
+    log_insert = dialect_insert(LogLine.__table__)
+    return _Statements(
+        insert_run=insert.on_conflict_do_nothing(index_elements=_RUN_KEY).returning(*RUN_COLUMNS),
+        update_run=insert.on_conflict_do_update(
+            index_elements=_RUN_KEY, set_=changes, where=_not_older(table, excluded)
+        ).returning(*RUN_COLUMNS),
+        lock_run=select(*RUN_COLUMNS)
+        .where(table.c.repository == bindparam("repository"), table.c.run_id == bindparam("run_id"))
+        .with_for_update(),
+        upsert_job=job_insert.on_conflict_do_update(
+            index_elements=_JOB_KEY, set_=job_changes, where=_not_older(jobs, job_excluded)
+        ),
+        add_log_line=log_insert,
+        add_delivery_log_line=log_insert.on_conflict_do_nothing(index_elements=["delivery_id"]),
+    )
+
+
+_STATEMENTS = {"postgresql": _statements(postgresql.insert), "sqlite": _statements(sqlite.insert)}
+
+
+def _statements_for(session: AsyncSession) -> _Statements:
+    dialect = session.get_bind().dialect.name
+    try:
+        return _STATEMENTS[dialect]
+    except KeyError:
+        raise NotImplementedError(f"no upsert for dialect {dialect!r}") from None
+
+
 class RunRepository(RepositoryBase[Run]):
     model = Run
 
     async def upsert(self, update: RunUpdate, *, source: str = "github") -> int:
-        """Insert or update the run (and its rollups); returns its primary key.
+        """Insert or update the run (and its rollups); returns its primary key."""
+        return int((await self.upsert_row(update, source=source)).id)
+
+    async def upsert_row(self, update: RunUpdate, *, source: str = "github") -> Any:
+        """Insert or update the run (and its rollups); returns the stored row (every column
+        of ``runs``, as it is now in this transaction).
 
         1. ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a new run adds its contribution.
         2. Otherwise the stored row is read and locked (``FOR UPDATE``), then updated with
@@ -75,7 +186,6 @@ class RunRepository(RepositoryBase[Run]):
            database's write lock.)
         """
         now = utcnow()
-        table = Run.__table__
         duration = _duration(update.started_at, update.completed_at)
         values: dict[str, Any] = {
             "repository": update.repository,
@@ -95,45 +205,23 @@ class RunRepository(RepositoryBase[Run]):
         }
         for name in _COALESCED_RUN_FIELDS:
             values[name] = getattr(update, name)
-        insert = insert_for(self.session, table).values(**values)
-        excluded = insert.excluded
-        changes: dict[str, Any] = {
-            name: excluded[name]
-            for name in values
-            if name not in ("created_at", "repository", "run_id", *_COALESCED_RUN_FIELDS)
-        }
-        for name in _COALESCED_RUN_FIELDS:
-            changes[name] = func.coalesce(excluded[name], table.c[name])
-        # A newer attempt starts over: its timing must not inherit the old attempt's.
-        changes["started_at"] = case(
-            (excluded.run_attempt > table.c.run_attempt, excluded.started_at),
-            else_=func.coalesce(excluded.started_at, table.c.started_at),
-        )
-        key = ["repository", "run_id"]
-        created = await self.session.execute(
-            insert.on_conflict_do_nothing(index_elements=key).returning(*CONTRIBUTION_COLUMNS)
-        )
-        new = created.first()
+        statements = _statements_for(self.session)
+        new = (await self.session.execute(statements.insert_run, values)).first()
         if new is not None:
             await apply_change(self.session, None, Contribution.of(new))
-            return int(new.id)
+            return new
         old = await self._locked(update.repository, update.run_id)
-        statement = insert.on_conflict_do_update(
-            index_elements=key, set_=changes, where=_not_older(table, excluded)
-        ).returning(*CONTRIBUTION_COLUMNS)
-        new = (await self.session.execute(statement)).first()
-        if new is not None:
-            await apply_change(self.session, Contribution.of(old), Contribution.of(new))
-        return int(old.id)
+        new = (await self.session.execute(statements.update_run, values)).first()
+        if new is None:
+            return old  # older than what is stored: nothing changed
+        await apply_change(self.session, Contribution.of(old), Contribution.of(new))
+        return new
 
     async def _locked(self, repository: str, run_id: int) -> Any:
-        """The stored run's contribution columns, its row locked until the transaction ends."""
+        """The stored run (every column), its row locked until the transaction ends."""
+        statement = _statements_for(self.session).lock_run
         row = (
-            await self.session.execute(
-                select(*CONTRIBUTION_COLUMNS)
-                .where(Run.repository == repository, Run.run_id == run_id)
-                .with_for_update()
-            )
+            await self.session.execute(statement, {"repository": repository, "run_id": run_id})
         ).first()
         # It exists: the insert just conflicted with it (PostgreSQL waits for the
         # inserting transaction), and runs are never deleted.
@@ -143,26 +231,22 @@ class RunRepository(RepositoryBase[Run]):
     async def ensure_placeholder(self, job: JobUpdate) -> int:
         """The run a job belongs to, created (queued) when its own event has not come yet."""
         now = utcnow()
-        insert = insert_for(self.session, Run.__table__).values(
-            repository=job.repository,
-            run_id=job.run_id,
-            run_attempt=job.run_attempt,
-            status=RunStatus.QUEUED.value,
-            status_rank=0,
-            display_status="queued",
-            name=job.workflow_name,
-            workflow_name=job.workflow_name,
-            branch=job.branch,
-            head_sha=job.head_sha,
-            source="github",
-            created_at=now,
-            updated_at=now,
-        )
-        created = await self.session.execute(
-            insert.on_conflict_do_nothing(index_elements=["repository", "run_id"]).returning(
-                *CONTRIBUTION_COLUMNS
-            )
-        )
+        values = {
+            "repository": job.repository,
+            "run_id": job.run_id,
+            "run_attempt": job.run_attempt,
+            "status": RunStatus.QUEUED.value,
+            "status_rank": 0,
+            "display_status": "queued",
+            "name": job.workflow_name,
+            "workflow_name": job.workflow_name,
+            "branch": job.branch,
+            "head_sha": job.head_sha,
+            "source": "github",
+            "created_at": now,
+            "updated_at": now,
+        }
+        created = await self.session.execute(_statements_for(self.session).insert_run, values)
         new = created.first()
         if new is not None:
             await apply_change(self.session, None, Contribution.of(new))
@@ -177,7 +261,6 @@ class RunRepository(RepositoryBase[Run]):
         return int(pk)
 
     async def upsert_job(self, run_pk: int, job: JobUpdate) -> None:
-        table = Job.__table__
         values: dict[str, Any] = {
             "run_pk": run_pk,
             "job_id": job.job_id,
@@ -194,16 +277,7 @@ class RunRepository(RepositoryBase[Run]):
             "source_updated_at": job.source_updated_at,
             "updated_at": utcnow(),
         }
-        insert = insert_for(self.session, table).values(**values)
-        excluded = insert.excluded
-        changes = {name: excluded[name] for name in values if name not in ("run_pk", "job_id")}
-        for name in ("runner_name", "started_at", "html_url"):
-            changes[name] = func.coalesce(excluded[name], table.c[name])
-        await self.session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["run_pk", "job_id"], set_=changes, where=_not_older(table, excluded)
-            )
-        )
+        await self.session.execute(_statements_for(self.session).upsert_job, values)
 
     async def add_log_line(
         self,
@@ -216,16 +290,17 @@ class RunRepository(RepositoryBase[Run]):
     ) -> None:
         """Append a log line; a line tied to a delivery is written once, however often it
         is redelivered."""
-        insert = insert_for(self.session, LogLine.__table__).values(
-            run_pk=run_pk,
-            level=level,
-            message=message[:10_000],
-            logged_at=logged_at or utcnow(),
-            delivery_id=delivery_id,
+        statements = _statements_for(self.session)
+        await self.session.execute(
+            statements.add_log_line if delivery_id is None else statements.add_delivery_log_line,
+            {
+                "run_pk": run_pk,
+                "level": level,
+                "message": message[:10_000],
+                "logged_at": logged_at or utcnow(),
+                "delivery_id": delivery_id,
+            },
         )
-        if delivery_id is not None:
-            insert = insert.on_conflict_do_nothing(index_elements=["delivery_id"])
-        await self.session.execute(insert)
 
 
 class RunQueries(RepositoryBase[Run]):

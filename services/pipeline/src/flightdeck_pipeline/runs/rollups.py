@@ -11,7 +11,9 @@ Four tables, keyed by the UTC day of ``created_at`` (which never changes once a 
 
 A write computes the run's contribution before and after (:class:`Contribution`) and adds
 the difference with ``INSERT ... ON CONFLICT DO UPDATE SET n = table.n + excluded.n``:
-atomic on PostgreSQL and SQLite, so concurrent writers (any replica) stay exact. Rows are
+atomic on PostgreSQL and SQLite, so concurrent writers (any replica) stay exact. The
+differences of a transaction are summed and written as it commits (:func:`apply_change`),
+so the rows every writer of a day shares are locked only for the commit. Rows are
 touched in one order (table, then key) so two writers never wait on each other in a cycle.
 A row whose counters all went back to 0 stays (as zeros); readers and the consistency
 check treat it like a missing row.
@@ -23,6 +25,7 @@ GROUP BY``; :func:`check_rollups` compares the stored rows with that recomputati
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -36,6 +39,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    event,
     except_,
     func,
     insert,
@@ -44,11 +48,11 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.orm import QueryableAttribute, Session, SessionTransaction
 from sqlalchemy.sql.elements import ColumnElement
 
-from flightdeck_common.upsert import insert_for
 from flightdeck_pipeline.runs.models import (
     Run,
     RunDurationRollup,
@@ -115,58 +119,129 @@ def _add_counts(
         row["duration_sum_us"] += sign * contribution.duration_us
 
 
-async def _increment(
-    session: AsyncSession, model: Any, keys: tuple[str, ...], rows: dict[Any, dict[str, int]]
-) -> None:
-    """Add each row's counters to the stored row of its key (created when missing)."""
-    values = [
-        {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), **counters}
-        for key, counters in sorted(rows.items())
-        if any(counters.values())
-    ]
-    if not values:
-        return
+def _increment_statement(dialect_insert: Callable[[Any], Any], model: Any) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE SET n = table.n + excluded.n`` of a rollup
+    table, for every counter; executed with one dict of values per row."""
     table = model.__table__
-    statement = insert_for(session, table).values(values)
-    counters = [name for name in values[0] if name not in keys]
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={name: table.c[name] + statement.excluded[name] for name in counters},
-        )
+    statement = dialect_insert(table)
+    keys = [column.name for column in table.primary_key.columns]
+    counters = [column.name for column in table.columns if column.name not in keys]
+    return statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={name: table.c[name] + statement.excluded[name] for name in counters},
     )
+
+
+# Built once per dialect and table: SQLAlchemy then compiles each statement once (a
+# multi-row ``VALUES`` built per call would not be cached, and costs more than the write).
+_INCREMENTS = {
+    dialect: {model: _increment_statement(dialect_insert, model) for model in ROLLUP_TABLES}
+    for dialect, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
+
+# The four tables in the order they are written, with their key columns.
+_WRITE_ORDER: tuple[tuple[Any, tuple[str, ...]], ...] = (
+    (RunRollup, ("repository", "day")),
+    (RunRollupAll, ("day",)),
+    (RunDurationRollup, ("repository", "day", "bucket")),
+    (RunDurationRollupAll, ("day", "bucket")),
+)
+# Keys of Session.info (the sync session behind an AsyncSession).
+_STAGED = "flightdeck_pipeline.rollups.staged"
+_LISTENING = "flightdeck_pipeline.rollups.listening"
+
+
+class _Changes:
+    """Counter differences per rollup table and key, summed over a transaction's writes."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Any, dict[Any, dict[str, int]]] = {model: {} for model, _ in _WRITE_ORDER}
+
+    def add(self, old: Contribution | None, new: Contribution | None) -> None:
+        for contribution, sign in ((old, -1), (new, 1)):
+            if contribution is None:
+                continue
+            day = contribution.day
+            _add_counts(self.rows[RunRollup], (contribution.repository, day), contribution, sign)
+            _add_counts(self.rows[RunRollupAll], day, contribution, sign)
+            if contribution.bucket is not None:
+                for model, key in (
+                    (RunDurationRollup, (contribution.repository, day, contribution.bucket)),
+                    (RunDurationRollupAll, (day, contribution.bucket)),
+                ):
+                    self.rows[model].setdefault(key, {"runs": 0})["runs"] += sign
+
+    def write(self, session: Session) -> None:
+        """Add the differences to the stored rows (created when missing), table by table
+        and in key order: writers lock rows in one order, so none waits on another in a
+        cycle. Rows whose differences are all 0 are not touched."""
+        dialect = session.get_bind().dialect.name
+        try:
+            statements = _INCREMENTS[dialect]
+        except KeyError:
+            raise NotImplementedError(f"no upsert for dialect {dialect!r}") from None
+        for model, keys in _WRITE_ORDER:
+            values = [
+                {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), **n}
+                for key, n in sorted(self.rows[model].items())
+                if any(n.values())
+            ]
+            if values:
+                # One row: a plain execute; several: an executemany, in key order.
+                session.execute(statements[model], values[0] if len(values) == 1 else values)
 
 
 async def apply_change(
     session: AsyncSession, old: Contribution | None, new: Contribution | None
 ) -> None:
-    """Replace ``old``'s contribution by ``new``'s (None: no run) in the four tables.
+    """Replace ``old``'s contribution by ``new``'s (None: no run) in the four tables, in
+    ``session``'s transaction (which must have begun: the run was just written in it).
+
+    The differences are staged on the session and written as the transaction commits (a
+    ``before_commit`` hook, ahead of the change events' one): the rows every writer of a
+    day updates (the day's row over all repositories above all) are then locked only
+    while the transaction commits, not while it maps the rest of its delivery. That stays
+    exact: the run's row is locked (inserted or ``FOR UPDATE``) from the write that
+    computed ``old`` and ``new`` until the commit, so no other writer changes its
+    contribution meanwhile; a rollback drops what was staged. Within a savepoint the
+    differences are written at once (its rollback must undo them).
 
     Nothing is written when the contribution did not change (a redelivery, an update of
     descriptive fields only).
     """
     if old == new:
         return
-    by_repository: dict[Any, dict[str, int]] = {}
-    by_day: dict[Any, dict[str, int]] = {}
-    buckets_by_repository: dict[Any, dict[str, int]] = {}
-    buckets_by_day: dict[Any, dict[str, int]] = {}
-    for contribution, sign in ((old, -1), (new, 1)):
-        if contribution is None:
-            continue
-        _add_counts(by_repository, (contribution.repository, contribution.day), contribution, sign)
-        _add_counts(by_day, contribution.day, contribution, sign)
-        if contribution.bucket is not None:
-            repository_key = (contribution.repository, contribution.day, contribution.bucket)
-            day_key = (contribution.day, contribution.bucket)
-            for rows, key in ((buckets_by_repository, repository_key), (buckets_by_day, day_key)):
-                rows.setdefault(key, {"runs": 0})["runs"] += sign
-    await _increment(session, RunRollup, ("repository", "day"), by_repository)
-    await _increment(session, RunRollupAll, ("day",), by_day)
-    await _increment(
-        session, RunDurationRollup, ("repository", "day", "bucket"), buckets_by_repository
-    )
-    await _increment(session, RunDurationRollupAll, ("day", "bucket"), buckets_by_day)
+    sync_session = session.sync_session
+    if sync_session.in_nested_transaction():
+        changes = _Changes()
+        changes.add(old, new)
+        await session.run_sync(changes.write)
+        return
+    info = sync_session.info
+    if not info.get(_LISTENING):
+        # insert=True: ahead of the change events' hook, whose ordering lock must stay the
+        # last lock a transaction takes (publish.py).
+        event.listen(sync_session, "before_commit", _write_staged, insert=True)
+        event.listen(sync_session, "after_transaction_end", _forget)
+        info[_LISTENING] = True
+    staged: _Changes | None = info.get(_STAGED)
+    if staged is None:
+        staged = info[_STAGED] = _Changes()
+    staged.add(old, new)
+
+
+def _write_staged(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint is being released; nothing is staged within one
+    staged: _Changes | None = session.info.pop(_STAGED, None)
+    if staged is not None:
+        staged.write(session)
+
+
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_STAGED, None)
 
 
 # -- recomputation from runs -------------------------------------------------------------

@@ -37,13 +37,14 @@ def _text(data: Any, *path: str, limit: int, required: bool = False) -> str | No
     return str(value)[:limit]
 
 
-def _int(data: Any, *path: str, required: bool = True) -> int | None:
+def _int(data: Any, *path: str, required: bool = True, bits: int = 64) -> int | None:
+    """An integer that fits a signed ``bits``-bit column."""
     value = _get(data, *path, required=required)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise MappingError(f"not an integer: {'.'.join(path)}")
-    if not -(2**63) <= value < 2**63:
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
         raise MappingError(f"integer out of range: {'.'.join(path)}")
     return value
 
@@ -122,11 +123,11 @@ def parse_workflow_run(payload: dict[str, Any]) -> RunUpdate:
     return RunUpdate(
         repository=repository_name(payload),
         run_id=_int(run, "id") or 0,
-        run_attempt=_int(run, "run_attempt", required=False) or 1,
+        run_attempt=_int(run, "run_attempt", required=False, bits=32) or 1,
         status=status,
         conclusion=conclusion,
         source_updated_at=updated_at,
-        run_number=_int(run, "run_number", required=False),
+        run_number=_int(run, "run_number", required=False, bits=32),
         workflow_name=workflow_name,
         name=_text(run, "display_title", limit=300)
         or _text(run, "name", limit=300)
@@ -174,7 +175,7 @@ def parse_workflow_job(payload: dict[str, Any]) -> JobUpdate:
         repository=repository_name(payload),
         run_id=_int(job, "run_id") or 0,
         job_id=_int(job, "id") or 0,
-        run_attempt=_int(job, "run_attempt", required=False) or 1,
+        run_attempt=_int(job, "run_attempt", required=False, bits=32) or 1,
         name=_text(job, "name", limit=300) or "job",
         status=status,
         conclusion=_conclusion(job.get("conclusion")) if status is RunStatus.COMPLETED else None,

@@ -1,4 +1,4 @@
-"""Every accepted webhook delivery, stored raw before it is mapped."""
+"""Every accepted webhook delivery, stored raw (with its mapping, or alone when that fails)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.security import APIKeyHeader
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flightdeck_common.db import session_scope
 from flightdeck_common.errors import (
@@ -26,7 +28,7 @@ from flightdeck_pipeline.runtime import PipelineRuntime, get_runtime
 from flightdeck_pipeline.webhooks.events import GITHUB_EVENTS
 from flightdeck_pipeline.webhooks.github import MappingError
 from flightdeck_pipeline.webhooks.metrics import DELIVERIES, INGEST_SECONDS, SIGNATURE_FAILURES
-from flightdeck_pipeline.webhooks.repository import DeliveryRepository
+from flightdeck_pipeline.webhooks.repository import PENDING, DeliveryRepository
 from flightdeck_pipeline.webhooks.schemas import WebhookAck
 from flightdeck_pipeline.webhooks.service import MAPPED_EVENTS, map_delivery, parse_body
 from flightdeck_pipeline.webhooks.signatures import signature_matches
@@ -175,6 +177,20 @@ async def receive_github_webhook(
     return WebhookAck(delivery_id=x_github_delivery, event=event, result=result)  # type: ignore[arg-type]
 
 
+# What a payload problem raises while it is mapped: the delivery is kept as failed.
+MAPPING_FAILURES: tuple[type[Exception], ...] = (
+    MappingError,
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    # Values the database refuses (too long, out of range): a payload problem, kept.
+    sa_exc.DataError,
+    sa_exc.IntegrityError,
+)
+
+
 async def _ingest(
     request: Request,
     runtime: PipelineRuntime,
@@ -183,54 +199,70 @@ async def _ingest(
     payload: dict[str, object],
     body: bytes,
 ) -> str:
+    """Store the delivery raw and map it, in one transaction; answered after it committed.
+
+    A payload that cannot be mapped rolls that transaction back, and the raw delivery is
+    then stored with its error in a transaction of its own; so is any other failure
+    (stored ``pending``, then raised): what reached this point is kept either way, as when
+    storing came first in its own transaction, for one commit instead of two. A concurrent
+    copy of the delivery waits at its insert until this one commits (then: duplicate) or
+    rolls back (then it maps the delivery itself).
+    """
     sessionmaker = get_resources(request).sessionmaker
     action = payload.get("action")
-    # 1. Stored raw first, in its own transaction: nothing accepted is ever lost.
-    async with session_scope(sessionmaker) as session:
-        deliveries = DeliveryRepository(session)
-        stored = await deliveries.store(
-            delivery_id, event, str(action)[:64] if action is not None else None, body
-        )
-        previous = None if stored else await deliveries.by_delivery_id(delivery_id)
-    if previous is not None and previous.result not in ("pending", "failed"):
-        return "duplicate"  # a redelivery changes nothing
-    if event not in MAPPED_EVENTS:
-        async with session_scope(sessionmaker) as session:
-            await DeliveryRepository(session).finish(delivery_id, "ignored")
-        return "ignored"
-    # 2. Mapped in a second transaction; upserts make a retry (or a racing copy) harmless.
+    action_text = str(action)[:64] if action is not None else None
+    mapped = event in MAPPED_EVENTS
+    expected = "processed" if mapped else "ignored"
     try:
         async with session_scope(sessionmaker) as session:
-            result = await map_delivery(
-                session,
-                runtime.settings,
-                event=event,
-                delivery_id=delivery_id,
-                payload=payload,
-                record_change=runtime.record_change,
-                attribute_incident=runtime.attribute_incident,
-                deployment_succeeded=runtime.deployment_succeeded,
-            )
-            await DeliveryRepository(session).finish(delivery_id, result)
-    except (
-        MappingError,
-        KeyError,
-        TypeError,
-        ValueError,
-        AttributeError,
-        OverflowError,
-        # Values the database refuses (too long, out of range): a payload problem, kept.
-        sa_exc.DataError,
-        sa_exc.IntegrityError,
-    ) as exc:
+            deliveries = DeliveryRepository(session)
+            first = await deliveries.store(delivery_id, event, action_text, body, result=expected)
+            if not first and await deliveries.result_of(delivery_id) not in (PENDING, "failed"):
+                return "duplicate"  # a redelivery changes nothing
+            result = expected
+            if mapped:
+                # Upserts make a retry (or a racing copy) harmless.
+                result = await map_delivery(
+                    session,
+                    runtime.settings,
+                    event=event,
+                    delivery_id=delivery_id,
+                    payload=payload,
+                    record_change=runtime.record_change,
+                    attribute_incident=runtime.attribute_incident,
+                    deployment_succeeded=runtime.deployment_succeeded,
+                )
+            if not first or result != expected:
+                await deliveries.finish(delivery_id, result)
+    except MAPPING_FAILURES as exc:
         logger.warning("delivery %s (%s) could not be mapped: %s", delivery_id, event, exc)
-        async with session_scope(sessionmaker) as session:
-            await DeliveryRepository(session).finish(
-                delivery_id, "failed", f"{type(exc).__name__}: {exc}"
-            )
+        await _keep(sessionmaker, delivery_id, event, action_text, body, exc)
         return "failed"
-    await runtime.after_write()
+    except Exception:
+        # Not the payload's fault (database gone, a bug): keep it for reprocessing.
+        with contextlib.suppress(Exception):
+            await _keep(sessionmaker, delivery_id, event, action_text, body, None)
+        raise
+    if mapped:
+        await runtime.after_write()
     return result
+
+
+async def _keep(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    delivery_id: str,
+    event: str,
+    action: str | None,
+    body: bytes,
+    failure: Exception | None,
+) -> None:
+    """Store the raw delivery after its mapping was rolled back: ``failed`` with the error
+    (``failure``), else ``pending``."""
+    async with session_scope(sessionmaker) as session:
+        deliveries = DeliveryRepository(session)
+        await deliveries.store(delivery_id, event, action, body)
+        if failure is not None:
+            await deliveries.finish(delivery_id, "failed", f"{type(failure).__name__}: {failure}")
 
 
 async def _audit_rejection(

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,15 +25,23 @@ MAPPED_EVENTS = frozenset(
     {"workflow_run", "workflow_job", "deployment", "deployment_status", "push", "issues"}
 )
 
-# (session, kind, id) -> records a change event for the live stream in this transaction.
-ChangeRecorder = Callable[[AsyncSession, str, int], Awaitable[None]]
+
+class ChangeRecorder(Protocol):
+    """Records a change event for the live stream in this transaction (``current``: the
+    run's row as just written, which spares reading it again)."""
+
+    def __call__(
+        self, session: AsyncSession, kind: str, pk: int, current: Any = None
+    ) -> Awaitable[None]: ...
+
+
 # (session, incident pk) -> attributes the incident to a deployment.
 IncidentAttributor = Callable[[AsyncSession, int], Awaitable[None]]
 # (session, repository, succeeded_at) -> re-attributes incidents a late success precedes.
 DeploymentSucceeded = Callable[[AsyncSession, str, datetime], Awaitable[None]]
 
 
-async def _noop_change(session: AsyncSession, kind: str, pk: int) -> None:
+async def _noop_change(session: AsyncSession, kind: str, pk: int, current: Any = None) -> None:
     return None
 
 
@@ -54,7 +62,8 @@ async def map_delivery(
     action = payload.get("action")
     if event == "workflow_run":
         update = github.parse_workflow_run(payload)
-        run_pk = await runs.upsert(update)
+        run = await runs.upsert_row(update)
+        run_pk = int(run.id)
         RUN_UPDATES.labels(display_status(update.status, update.conclusion).value).inc()
         summary = f"workflow run {update.name or update.run_id} #{update.run_number or '?'}"
         await runs.add_log_line(
@@ -65,7 +74,7 @@ async def map_delivery(
             delivery_id=delivery_id,
             logged_at=update.source_updated_at,
         )
-        await record_change(session, "run.updated", run_pk)
+        await record_change(session, "run.updated", run_pk, run)
         return "processed"
     if event == "workflow_job":
         job = github.parse_workflow_job(payload)
