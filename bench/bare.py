@@ -310,7 +310,7 @@ class BareApp:
                 ]
                 durations, duration_sum_us = counts[-2], counts[-1]
                 return {**dict(zip(ROLLUP_COUNTS, counts[:6], strict=True)),
-                        "mean": duration_sum_us / durations / 1e6 if durations else None,
+                        "mean": int(duration_sum_us) / int(durations) / 1e6 if durations else None,
                         "p50": estimate_percentile(histogram, 0.5),
                         "p95": estimate_percentile(histogram, 0.95)}  # fmt: skip
             if name == "history":

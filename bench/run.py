@@ -57,6 +57,10 @@ REDIS_PORT = 63795
 BARE_PORT = 18110
 ADMIN_USERNAME = "admin"
 HEALTH_PATH = "/bench/healthz"
+# Webhook senders: the pipeline's own cap of deliveries in flight (16; the ingress allows 24
+# per replica). More would measure how fast excess is shed (429/503), not capacity; the
+# overload test (libs/common/tests/resilience/test_overload.py) measures that.
+WEBHOOK_CONNECTIONS = 16
 CACHE_TTL_ENV = "FLIGHTDECK_PIPELINE_METRICS_CACHE_TTL_SECONDS"
 LOGIN_LIMIT = "1000000/minute"  # the login limit (10/min per client) would answer 429s
 
@@ -254,7 +258,7 @@ def build_scenarios(ctx: Context, runs: int) -> list[Scenario]:
                  phase="cached"),
         Scenario("webhook", "webhook workflow_run, unique signed", "+1 run per delivery",
                  "/pipelines/webhooks/github", "/webhook", phase="webhook",
-                 authenticated=False),
+                 authenticated=False, connections=WEBHOOK_CONNECTIONS),
     ]  # fmt: skip
     return scenarios
 
@@ -290,14 +294,16 @@ def wrk_measure(
     return run_wrk(base_url, request, seconds=ctx.mode.duration, **common)
 
 
-def webhook_measure(ctx: Context, url: str, target: str) -> tuple[Measurement, str]:
+def webhook_measure(
+    ctx: Context, url: str, target: str, connections: int
+) -> tuple[Measurement, str]:
     repository = f"bench/{target}-webhooks"
     base = {"stack": 90_000_000_000, "bare": 91_000_000_000}[target]
     prefix = f"bench-{target}"
     argv = [
         sys.executable, "-m", "bench.webhook_load", "--url", url,
         "--repository", repository, "--run-id-base", str(base), "--delivery-prefix", prefix,
-        "--connections", str(ctx.args.connections),
+        "--connections", str(connections),
         "--warmup", str(ctx.mode.warmup), "--duration", str(ctx.mode.duration),
     ]  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "BENCH_WEBHOOK_SECRET": ctx.webhook_secret}
@@ -344,7 +350,7 @@ def run_scenario(ctx: Context, scenario: Scenario) -> ScenarioResult:
     with RssSampler(pids) as sampler:
         if scenario.phase == "webhook":
             stack_result, note = webhook_measure(
-                ctx, stack.ingress_url + scenario.stack_path, "stack"
+                ctx, stack.ingress_url + scenario.stack_path, "stack", WEBHOOK_CONNECTIONS
             )
             notes.append(note)
         else:
@@ -352,7 +358,9 @@ def run_scenario(ctx: Context, scenario: Scenario) -> ScenarioResult:
             stack_result = wrk_measure(ctx, scenario, stack.ingress_url, scenario.stack_path, token)
     log(f"{scenario.name}: bare")
     if scenario.phase == "webhook":
-        bare_result, note = webhook_measure(ctx, ctx.bare_url + scenario.bare_path, "bare")
+        bare_result, note = webhook_measure(
+            ctx, ctx.bare_url + scenario.bare_path, "bare", WEBHOOK_CONNECTIONS
+        )
         notes.append(note)
     else:
         bare_result = wrk_measure(ctx, scenario, ctx.bare_url, scenario.bare_path, None)
