@@ -31,7 +31,7 @@ import pytest
 
 from flightdeck_common.devstack.stack import Stack
 from flightdeck_common.testing.plugin import isolated_full_stack
-from flightdeck_common.testing.stack_users import create_user
+from flightdeck_common.testing.stack_users import create_user, stored_run_ids
 
 # A cluster of real processes to start, then a minute or two of load on a 2-core machine
 # that may be running other tests meanwhile: more than the suite's default 120 s.
@@ -47,7 +47,6 @@ REQUEST_TIMEOUT = 20.0
 # The readiness probe's p99 under overload. Generous for a 2-core machine that also runs
 # the load generator and other tests; without shedding it grows with the backlog (seconds).
 PROBE_P99_BOUND = 2.0
-PAGE_SIZE = 200
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +99,6 @@ def _probe_while(process: Popen[bytes], url: str) -> list[tuple[int, float]]:
     return probes
 
 
-def _stored_run_ids(http: httpx.Client, headers: dict[str, str], repository: str) -> set[int]:
-    found: set[int] = set()
-    params: dict[str, Any] = {"repository": repository, "limit": PAGE_SIZE}
-    while True:
-        page = http.get("/pipelines", params=params, headers=headers)
-        assert page.status_code == 200, page.text
-        body = page.json()
-        found.update(run["run_id"] for run in body["items"])
-        if not body["next_cursor"]:
-            return found
-        params["cursor"] = body["next_cursor"]
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -156,7 +142,7 @@ def test_four_times_capacity_is_shed_with_503_and_nothing_acknowledged_is_lost(
         login = http.post("/auth/login", json={"username": username, "password": password})
         assert login.status_code == 200, login.text
         viewer = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        stored = _stored_run_ids(http, viewer, repository)
+        stored = stored_run_ids(http, viewer, repository)
 
     statuses: dict[str, int] = flood["statuses"]
     acknowledged = set(measured["acknowledged"]) | set(flood["acknowledged"])

@@ -21,14 +21,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from flightdeck_common.devstack.stack import SERVICES, Stack
 from flightdeck_common.testing.plugin import isolated_full_stack
-from flightdeck_common.testing.stack_users import create_user
+from flightdeck_common.testing.stack_users import create_user, stored_run_ids
 
 # A cluster of real processes to start, then a minute or two of load on a 2-core machine
 # that may be running other tests meanwhile: more than the suite's default 120 s.
@@ -41,7 +40,6 @@ DRAIN_SECONDS = 2.5  # > the health-check interval: out of the balancer before i
 LOAD_WORKERS = 3
 REQUEST_TIMEOUT = 15.0
 MIN_REQUESTS = 100  # "steady load": far more than a handful per restart
-PAGE_SIZE = 200
 
 
 @pytest.fixture(scope="module")
@@ -132,19 +130,6 @@ def _load_loop(
             time.sleep(0.02)
 
 
-def _stored_run_ids(http: httpx.Client, headers: dict[str, str], repository: str) -> set[int]:
-    found: set[int] = set()
-    params: dict[str, Any] = {"repository": repository, "limit": PAGE_SIZE}
-    while True:
-        page = http.get("/pipelines", params=params, headers=headers)
-        assert page.status_code == 200, page.text
-        body = page.json()
-        found.update(run["run_id"] for run in body["items"])
-        if not body["next_cursor"]:
-            return found
-        params["cursor"] = body["next_cursor"]
-
-
 def test_rolling_restart_under_load_loses_nothing_and_answers_no_5xx(
     cluster: Stack, record_property: Callable[[str, object], None]
 ) -> None:
@@ -189,7 +174,7 @@ def test_rolling_restart_under_load_loses_nothing_and_answers_no_5xx(
         elapsed = time.monotonic() - started
         assert not any(thread.is_alive() for thread in workers)
 
-        stored = _stored_run_ids(ingress, operator, repository)
+        stored = stored_run_ids(ingress, operator, repository)
 
     statuses = Counter(outcome for _, outcome in load.outcomes)
     by_kind = Counter(kind for kind, _ in load.outcomes)

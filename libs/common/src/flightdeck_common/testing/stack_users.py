@@ -64,3 +64,18 @@ def audit_events(
         if not body["next_cursor"]:
             return sorted(items, key=lambda item: item["seq"])
         params["cursor"] = body["next_cursor"]
+
+
+def stored_run_ids(http: httpx.Client, headers: dict[str, str], repository: str) -> set[int]:
+    """GitHub run ids of every run of ``repository`` the pipeline has, read through its
+    list API page by page (200 a page) with ``headers`` (a bearer token)."""
+    found: set[int] = set()
+    params: dict[str, Any] = {"repository": repository, "limit": 200}
+    while True:
+        page = http.get("/pipelines", params=params, headers=headers)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        found.update(run["run_id"] for run in body["items"])
+        if not body["next_cursor"]:
+            return found
+        params["cursor"] = body["next_cursor"]
