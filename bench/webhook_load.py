@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import itertools
 import json
 import os
@@ -29,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.report import percentile
+from flightdeck_common.testing.webhook_flood import read_response, signed_delivery
 
 FIXTURE = (
     Path(__file__).resolve().parents[1]
@@ -65,27 +64,6 @@ class BodyFactory:
         )
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one response; return (status, whether the server keeps the connection)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    else:
-        await reader.readexactly(int(headers.get("content-length", "0")))
-    return status, headers.get("connection", "").lower() != "close"
-
-
 class Load:
     def __init__(self, args: argparse.Namespace, secret: str) -> None:
         url = urlsplit(args.url)
@@ -107,16 +85,11 @@ class Load:
 
     def request(self) -> bytes:
         run_id = next(self.run_ids)
+        delivery_id = f"{self.prefix}-{run_id}"
         body = self.bodies.body(run_id)
-        signature = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        head = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            "User-Agent: GitHub-Hookshot/bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-GitHub-Event: workflow_run\r\n"
-            f"X-GitHub-Delivery: {self.prefix}-{run_id}\r\n"
-            f"X-Hub-Signature-256: {signature}\r\n\r\n"
+        return signed_delivery(
+            self.host, self.port, self.path, self.secret, body, delivery_id, "bench"
         )
-        return head.encode() + body
 
     async def worker(self) -> None:
         reader: asyncio.StreamReader | None = None
@@ -131,7 +104,8 @@ class Load:
                 started = time.perf_counter()
                 self.sent += 1
                 writer.write(data)
-                status, keep_alive = await _read_response(reader)
+                status, headers, _ = await read_response(reader)
+                keep_alive = headers.get("connection", "").lower() != "close"
                 elapsed = time.perf_counter() - started
                 self.statuses[status] += 1
                 if 200 <= status < 300:

@@ -31,7 +31,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from flightdeck_common.devstack.stack import Stack
 from flightdeck_common.testing.live import SseReader
 from flightdeck_common.testing.plugin import isolated_full_stack
-from flightdeck_common.testing.stack_users import audit_events, create_user, service_token
+from flightdeck_common.testing.stack_users import (
+    audit_events,
+    create_user,
+    registration_request,
+    service_token,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -137,11 +142,7 @@ def test_a_rate_limit_spent_on_one_replica_is_spent_on_the_other(cluster: Stack)
     def register(http: httpx.Client, headers: dict[str, str]) -> httpx.Response:
         return http.post(
             "/admin/registration-requests",
-            json={
-                "username": f"newcomer-{secrets.token_hex(4)}",
-                "password": f"a-long-passphrase-{secrets.token_urlsafe(8)}",
-                "reason": "cluster test",
-            },
+            json=registration_request("cluster test"),
             headers=headers,
         )
 

@@ -28,7 +28,7 @@ from redis import Redis
 from flightdeck_common.devstack.stack import SERVICES, Stack
 from flightdeck_common.testing.live import SseReader
 from flightdeck_common.testing.plugin import isolated_full_stack
-from flightdeck_common.testing.stack_users import create_user
+from flightdeck_common.testing.stack_users import create_user, registration_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.resilience]
 
@@ -361,11 +361,7 @@ async def test_redis_outage_degrades_without_failing_and_recovers(
                     (
                         await admin_direct.post(
                             "/admin/registration-requests",
-                            json={
-                                "username": f"newcomer-{secrets.token_hex(4)}",
-                                "password": f"a-long-passphrase-{secrets.token_urlsafe(8)}",
-                                "reason": "resilience test",
-                            },
+                            json=registration_request("resilience test"),
                             headers=client,
                         )
                     ).status_code
@@ -428,11 +424,7 @@ async def test_redis_outage_degrades_without_failing_and_recovers(
         assert (
             await http.post(
                 "/admin/registration-requests",
-                json={
-                    "username": f"newcomer-{secrets.token_hex(4)}",
-                    "password": f"a-long-passphrase-{secrets.token_urlsafe(8)}",
-                    "reason": "resilience test",
-                },
+                json=registration_request("resilience test"),
             )
         ).status_code == 202
         assert await asyncio.to_thread(_redis_keys, stack, "*registration*")

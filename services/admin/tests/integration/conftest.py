@@ -120,7 +120,10 @@ class Onboarding:
             "/auth/internal/users",
             json={
                 "username": username,
-                "password_hash": await PasswordHasher(time_cost=1, memory_cost=1024).hash(password),
+                "password_hash": await PasswordHasher(
+                    time_cost=FAST_PASSWORD_HASHING["password_hash_time_cost"],
+                    memory_cost=FAST_PASSWORD_HASHING["password_hash_memory_kib"],
+                ).hash(password),
                 "role": role,
                 **extra,
             },

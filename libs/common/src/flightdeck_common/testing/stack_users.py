@@ -79,3 +79,12 @@ def stored_run_ids(http: httpx.Client, headers: dict[str, str], repository: str)
         if not body["next_cursor"]:
             return found
         params["cursor"] = body["next_cursor"]
+
+
+def registration_request(reason: str) -> dict[str, str]:
+    """A valid body for ``POST /admin/registration-requests`` with a fresh username."""
+    return {
+        "username": f"newcomer-{secrets.token_hex(4)}",
+        "password": f"a-long-passphrase-{secrets.token_urlsafe(8)}",
+        "reason": reason,
+    }

@@ -52,15 +52,9 @@ class Flood:
 
     def request(self, run_id: int) -> bytes:
         body = b"%s%d%s" % (self.before, run_id, self.after)
-        signature = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        head = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            "User-Agent: GitHub-Hookshot/flood\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-GitHub-Event: workflow_run\r\n"
-            f"X-GitHub-Delivery: {uuid.uuid4()}\r\n"
-            f"X-Hub-Signature-256: sha256={signature}\r\n\r\n"
+        return signed_delivery(
+            self.host, self.port, self.path, self.secret, body, str(uuid.uuid4()), "flood"
         )
-        return head.encode() + body
 
     async def deliver(self) -> None:
         run_id = self.next_run_id
@@ -78,7 +72,7 @@ class Flood:
                 )
                 reader, writer = connection
                 writer.write(data)
-                status, headers, body = await _read_response(reader)
+                status, headers, body = await read_response(reader)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
             if connection is not None:
                 connection[1].close()
@@ -100,7 +94,23 @@ class Flood:
             writer.close()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+def signed_delivery(
+    host: str, port: int, path: str, secret: bytes, body: bytes, delivery_id: str, agent: str
+) -> bytes:
+    """One ``workflow_run`` delivery as GitHub sends it (HTTP/1.1, HMAC-SHA256 signed)."""
+    signature = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"User-Agent: GitHub-Hookshot/{agent}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-GitHub-Event: workflow_run\r\n"
+        f"X-GitHub-Delivery: {delivery_id}\r\n"
+        f"X-Hub-Signature-256: sha256={signature}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response: status, headers (lower-case names) and body."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
