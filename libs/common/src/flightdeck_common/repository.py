@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, Self, TypeVar
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Row, Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 
@@ -61,25 +61,59 @@ class RepositoryBase(Generic[M]):
         ``order_by`` must end with a unique column (usually the primary key) so the
         order is total; the cursor holds the last row's values of those columns.
         """
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidCursor(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-        if cursor is not None:
-            values = decode_cursor(cursor, len(order_by))
-            _check_types(order_by, values)
-            statement = statement.where(_after(order_by, values, descending))
-        ordering = [c.desc() if descending else c.asc() for c in order_by]
-        result = await self.session.scalars(statement.order_by(*ordering).limit(limit + 1))
-        rows: list[M] = list(result.all())
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            next_cursor = encode_cursor([getattr(last, c.key) for c in order_by])
-        return rows, next_cursor
+        page = _page_statement(statement, order_by, limit, cursor, descending)
+        rows: list[M] = list((await self.session.scalars(page)).all())
+        return _split_page(rows, order_by, limit)
+
+    async def paginate_rows(
+        self,
+        statement: Select[Any],
+        *,
+        order_by: Sequence[InstrumentedAttribute[Any]],
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        descending: bool = True,
+    ) -> tuple[list[Row[Any]], str | None]:
+        """``paginate`` for a statement of columns (which must include ``order_by``'s):
+        plain rows with attribute access, without the ORM's work per object (identity
+        map, instrumented attributes): for pages that are only read and serialized."""
+        page = _page_statement(statement, order_by, limit, cursor, descending)
+        rows = list((await self.session.execute(page)).all())
+        return _split_page(rows, order_by, limit)
 
     @classmethod
     def select_all(cls) -> Select[tuple[M]]:
         return select(cls.model)
+
+
+def _page_statement(
+    statement: Select[Any],
+    order_by: Sequence[InstrumentedAttribute[Any]],
+    limit: int,
+    cursor: str | None,
+    descending: bool,
+) -> Select[Any]:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidCursor(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    if cursor is not None:
+        values = decode_cursor(cursor, len(order_by))
+        _check_types(order_by, values)
+        statement = statement.where(_after(order_by, values, descending))
+    ordering = [c.desc() if descending else c.asc() for c in order_by]
+    return statement.order_by(*ordering).limit(limit + 1)
+
+
+R = TypeVar("R")
+
+
+def _split_page(
+    rows: list[R], order_by: Sequence[InstrumentedAttribute[Any]], limit: int
+) -> tuple[list[R], str | None]:
+    """The page (``limit`` rows of the ``limit + 1`` fetched) and the next cursor, if more."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor([getattr(rows[-1], c.key) for c in order_by])
 
 
 def _after(

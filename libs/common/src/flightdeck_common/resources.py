@@ -21,6 +21,8 @@ class Resources:
     rate_limiter: RateLimiter
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Sessions for requests that only read (``ReadSessionDep``); None: ``sessionmaker``.
+    read_sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
 
 def get_resources(request: Request) -> Resources:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flightdeck_common.db import create_engine, create_sessionmaker
+from flightdeck_common.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from flightdeck_common.db_pool import DatabasePoolCollector
 from flightdeck_common.errors import install_error_handlers
 from flightdeck_common.health import DATABASE_CHECK, REDIS_CHECK, ReadinessCheck, health_router
@@ -104,6 +107,7 @@ def create_service_app(settings: CommonSettings, spec: ServiceSpec) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     _check_unique_operation_ids(app)
+    _check_async_dependencies(app)
     document_problems(app)
     setup_metrics(app, collectors=[DatabasePoolCollector(lambda: _engine_of(app))])
     SERVICE_INFO.labels(settings.service_name, spec.version).set(1)
@@ -168,6 +172,7 @@ async def _open_resources(
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
+        read_sessionmaker=create_read_sessionmaker(engine),
         redis=redis,
         rate_limiter=RateLimiter(settings.redis_url, limits_from_settings(settings)),
     )
@@ -191,3 +196,29 @@ def _check_unique_operation_ids(app: FastAPI) -> None:
             if op_id in seen:
                 raise RuntimeError(f"duplicate operation id {op_id!r}: {seen[op_id]} and {where}")
             seen[op_id] = where
+
+
+def _check_async_dependencies(app: FastAPI) -> None:
+    """Refuse routes with plain ``def`` dependencies: FastAPI runs those in its thread pool,
+    a thread hop per request and dependency (wrap lookups in ``dependencies.inline``)."""
+    found: set[str] = set()
+
+    def walk(dependant: Dependant, where: str) -> None:
+        for sub in dependant.dependencies:
+            call = sub.call
+            if call is not None and not _is_async_callable(call):
+                found.add(f"{getattr(call, '__qualname__', repr(call))} (in {where})")
+            walk(sub, where)
+
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute):
+            walk(route.dependant, f"{sorted(route.methods or ())} {route.path}")
+    if found:
+        raise RuntimeError(
+            "plain def dependencies (thread pool per request): " + ", ".join(sorted(found))
+        )
+
+
+def _is_async_callable(call: Callable[..., Any]) -> bool:
+    target = call if inspect.isfunction(call) or inspect.ismethod(call) else type(call).__call__
+    return inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI, status
+from fastapi import APIRouter, Depends, FastAPI, Request, status
 from pydantic import BaseModel
 
-from flightdeck_common.dependencies import ResourcesDep, SessionDep
+from flightdeck_common.dependencies import ResourcesDep, SessionDep, inline
 from flightdeck_common.errors import Conflict
 from flightdeck_common.resources import Resources
 from flightdeck_common.service_app import ServiceSpec, create_service_app
@@ -131,6 +132,39 @@ def test_duplicate_names_within_one_router_are_refused(build_app: Any) -> None:
 
     with pytest.raises(RuntimeError, match="read_thing"):
         build_app(same)
+
+
+def _answer(request: Request) -> str:
+    """A plain ``def`` lookup that says which thread ran it."""
+    on_loop = threading.current_thread() is threading.main_thread()
+    return f"{request.app.state.settings.service_name} on {'the loop' if on_loop else 'a worker'}"
+
+
+def test_plain_def_dependencies_are_refused_at_creation(build_app: Any) -> None:
+    """FastAPI would run them in its thread pool: a thread hop per request."""
+    blocking = APIRouter(prefix="/things")
+
+    @blocking.get("/answer")
+    async def read_answer(answer: Annotated[str, Depends(_answer)]) -> dict[str, str]:
+        """The answer."""
+        return {"answer": answer}
+
+    with pytest.raises(RuntimeError, match="_answer") as excinfo:
+        build_app(blocking)
+    assert "/things/answer" in str(excinfo.value)
+
+
+async def test_inline_dependencies_run_on_the_event_loop(start_service: Any) -> None:
+    inlined = APIRouter(prefix="/things")
+
+    @inlined.get("/answer")
+    async def read_answer(answer: Annotated[str, Depends(inline(_answer))]) -> dict[str, str]:
+        """The answer."""
+        return {"answer": answer}
+
+    service = await start_service(inlined)
+    response = await service.client.get("/things/answer")
+    assert response.json() == {"answer": f"{service.settings.service_name} on the loop"}
 
 
 def test_hidden_routes_may_share_names(build_app: Any) -> None:

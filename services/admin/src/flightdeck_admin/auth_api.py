@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from flightdeck_common.auth.claims import Role
 from flightdeck_common.auth.errors import AuthUnavailable
 from flightdeck_common.auth.service_tokens import ServiceCredentialsRejected, TokenProvider
+from flightdeck_common.dependencies import inline
 from flightdeck_common.errors import FlightdeckError, problem_response
 from flightdeck_common.logging import request_id_var
 from flightdeck_common.pagination import Page
@@ -270,4 +271,4 @@ def get_auth_api(request: Request) -> AuthApi:
     return AuthApi(http, tokens, request.app.state.settings.auth_url)
 
 
-AuthApiDep = Annotated[AuthApi, Depends(get_auth_api)]
+AuthApiDep = Annotated[AuthApi, Depends(inline(get_auth_api))]

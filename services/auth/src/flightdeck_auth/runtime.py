@@ -14,6 +14,7 @@ from flightdeck_auth.settings import Settings
 from flightdeck_auth.tokens.issuer import TokenIssuer
 from flightdeck_auth.tokens.keyring import KeyRing
 from flightdeck_auth.tokens.revocations import Revoker
+from flightdeck_common.dependencies import inline
 from flightdeck_common.passwords import PasswordHasher
 
 
@@ -34,4 +35,4 @@ def get_runtime(request: Request) -> AuthRuntime:
     return runtime
 
 
-RuntimeDep = Annotated[AuthRuntime, Depends(get_runtime)]
+RuntimeDep = Annotated[AuthRuntime, Depends(inline(get_runtime))]

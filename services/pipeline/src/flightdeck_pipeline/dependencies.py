@@ -12,16 +12,17 @@ from flightdeck_common.auth.dependencies import (
     CurrentUser,
     OperatorUser,
 )
-from flightdeck_common.dependencies import SessionDep
+from flightdeck_common.dependencies import ReadSessionDep, SessionDep, inline
 from flightdeck_pipeline.runtime import PipelineRuntime, get_runtime
 
-RuntimeDep = Annotated[PipelineRuntime, Depends(get_runtime)]
+RuntimeDep = Annotated[PipelineRuntime, Depends(inline(get_runtime))]
 
 __all__ = [
     "USER_AUTH_RESPONSES",
     "AdminUser",
     "CurrentUser",
     "OperatorUser",
+    "ReadSessionDep",
     "RuntimeDep",
     "SessionDep",
 ]

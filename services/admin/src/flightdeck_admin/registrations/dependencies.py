@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 
 from flightdeck_admin.settings import Settings
+from flightdeck_common.dependencies import inline
 from flightdeck_common.passwords import PasswordHasher
 from flightdeck_common.resources import Resources
 
@@ -30,7 +31,7 @@ def get_password_hasher(request: Request) -> PasswordHasher:
     return hasher
 
 
-PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
+PasswordHasherDep = Annotated[PasswordHasher, Depends(inline(get_password_hasher))]
 
 
 def get_admin_settings(request: Request) -> Settings:
@@ -38,4 +39,4 @@ def get_admin_settings(request: Request) -> Settings:
     return settings
 
 
-SettingsDep = Annotated[Settings, Depends(get_admin_settings)]
+SettingsDep = Annotated[Settings, Depends(inline(get_admin_settings))]

@@ -16,6 +16,7 @@ from flightdeck_pipeline.dependencies import (
     USER_AUTH_RESPONSES,
     CurrentUser,
     OperatorUser,
+    ReadSessionDep,
     RuntimeDep,
     SessionDep,
 )
@@ -63,7 +64,7 @@ class _Incidents(RepositoryBase[Incident]):
 )
 async def list_deployments(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     repository: Annotated[str | None, Query(max_length=200)] = None,
     environment: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
@@ -140,7 +141,7 @@ async def create_deployment(
 )
 async def list_incidents(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     repository: Annotated[str | None, Query(max_length=200)] = None,
     open_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from flightdeck_common.dependencies import inline
 from flightdeck_pipeline.events.bus import ChangeBus
 
 
@@ -18,4 +19,4 @@ def get_change_bus(request: Request) -> ChangeBus:
 
 
 # For writers: ``await record_change(session, bus, RUN_UPDATED, {...})``.
-ChangeBusDep = Annotated[ChangeBus, Depends(get_change_bus)]
+ChangeBusDep = Annotated[ChangeBus, Depends(inline(get_change_bus))]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import StringConstraints
 
 from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
 from flightdeck_common.dependencies import ResourcesDep
 from flightdeck_common.sse import EventSourceResponse, event_stream_responses
-from flightdeck_pipeline.events.bus import ChangeBus
-from flightdeck_pipeline.events.dependencies import get_change_bus
+from flightdeck_pipeline.events.dependencies import ChangeBusDep
 from flightdeck_pipeline.events.publish import KIND_MAX_LENGTH, KIND_PATTERN
 from flightdeck_pipeline.events.stream import RETRY_MILLISECONDS, open_change_stream
 from flightdeck_pipeline.settings import Settings
@@ -53,7 +52,7 @@ async def stream_events(
     request: Request,
     user: CurrentUser,
     resources: ResourcesDep,
-    bus: Annotated[ChangeBus, Depends(get_change_bus)],
+    bus: ChangeBusDep,
     kind: Annotated[
         list[Kind] | None,
         Query(

@@ -9,7 +9,7 @@ from pydantic import StringConstraints
 
 from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
 from flightdeck_common.db import utcnow
-from flightdeck_common.dependencies import SessionDep
+from flightdeck_common.dependencies import ReadSessionDep, inline
 from flightdeck_common.errors import problem_responses
 from flightdeck_common.params import UtcDatetime
 from flightdeck_pipeline.metrics.cache import MetricsCache
@@ -41,8 +41,8 @@ def get_pipeline_settings(request: Request) -> Settings:
     return settings
 
 
-MetricsCacheDep = Annotated[MetricsCache, Depends(get_metrics_cache)]
-PipelineSettingsDep = Annotated[Settings, Depends(get_pipeline_settings)]
+MetricsCacheDep = Annotated[MetricsCache, Depends(inline(get_metrics_cache))]
+PipelineSettingsDep = Annotated[Settings, Depends(inline(get_pipeline_settings))]
 RepositoryQuery = Annotated[
     list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None,
     Query(
@@ -71,7 +71,7 @@ def _distinct(values: list[str] | None) -> list[str]:
     responses=problem_responses(InvalidTimeWindow),
 )
 async def read_stats(
-    session: SessionDep,
+    session: ReadSessionDep,
     viewer: CurrentUser,
     cache: MetricsCacheDep,
     repository: RepositoryQuery = None,
@@ -96,7 +96,7 @@ async def read_stats(
 
 @router.get("/history", response_model=RunHistory, status_code=200, summary="Runs per day")
 async def read_history(
-    session: SessionDep,
+    session: ReadSessionDep,
     viewer: CurrentUser,
     cache: MetricsCacheDep,
     days: Annotated[
@@ -140,7 +140,7 @@ async def read_history(
 
 @router.get("/dora", response_model=DoraReport, status_code=200, summary="DORA metrics")
 async def read_dora(
-    session: SessionDep,
+    session: ReadSessionDep,
     viewer: CurrentUser,
     cache: MetricsCacheDep,
     settings: PipelineSettingsDep,

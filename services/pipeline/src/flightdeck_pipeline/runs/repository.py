@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, Row, and_, bindparam, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -319,8 +319,9 @@ class RunQueries(RepositoryBase[Run]):
         until: datetime | None,
         limit: int,
         cursor: str | None,
-    ) -> tuple[list[Run], str | None]:
-        statement = select(Run)
+    ) -> tuple[list[Row[Any]], str | None]:
+        """A page of runs as plain rows of every column of ``runs``."""
+        statement = select(*Run.__table__.columns)
         if display_status is not None:
             statement = statement.where(Run.display_status == display_status)
         if repository is not None:
@@ -333,7 +334,7 @@ class RunQueries(RepositoryBase[Run]):
             statement = statement.where(Run.created_at >= since)
         if until is not None:
             statement = statement.where(Run.created_at < until)
-        return await self.paginate(
+        return await self.paginate_rows(
             statement, order_by=[Run.created_at, Run.id], limit=limit, cursor=cursor
         )
 

@@ -14,6 +14,7 @@ from flightdeck_pipeline.dependencies import (
     USER_AUTH_RESPONSES,
     CurrentUser,
     OperatorUser,
+    ReadSessionDep,
     RuntimeDep,
     SessionDep,
 )
@@ -50,7 +51,7 @@ Cursor = Annotated[str | None, Query(max_length=512)]
 )
 async def list_pipelines(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     status: DisplayStatus | None = None,
     repository: Annotated[str | None, Query(max_length=200)] = None,
     branch: Annotated[str | None, Query(max_length=255)] = None,
@@ -73,7 +74,9 @@ async def list_pipelines(
         limit=limit,
         cursor=cursor,
     )
-    return Page[RunRead](items=[RunRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+    # Validated from dicts: pydantic's fast path (attribute access on rows is slower).
+    items = [RunRead.model_validate(row._asdict()) for row in rows]
+    return Page[RunRead](items=items, next_cursor=next_cursor)
 
 
 @router.get(
@@ -84,7 +87,7 @@ async def list_pipelines(
 )
 async def list_recent_logs(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     level: LogLevel | None = None,
     limit: Limit = DEFAULT_PAGE_SIZE,
     cursor: Cursor = None,
@@ -126,7 +129,7 @@ async def upsert_pipeline(
     summary="Read a run with its jobs",
     responses=problem_responses(RunNotFound),
 )
-async def read_pipeline(run_pk: IdPath, user: CurrentUser, session: SessionDep) -> RunDetail:
+async def read_pipeline(run_pk: IdPath, user: CurrentUser, session: ReadSessionDep) -> RunDetail:
     """One run with its jobs."""
     run = await service.get_run(session, run_pk)
     jobs = await RunQueries(session).jobs_of(run.id)
@@ -164,7 +167,7 @@ async def update_pipeline_status(
 async def list_pipeline_logs(
     run_pk: IdPath,
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 200,
     cursor: Cursor = None,
 ) -> Page[LogLineRead]:
