@@ -18,6 +18,7 @@ from flightdeck_pipeline.events.bus import (
     RedisChangeBus,
 )
 from flightdeck_pipeline.events.repository import ChangeEventRepository
+from flightdeck_pipeline.events.tail import ChangeTail
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,11 @@ def make_events_lifespan(
         logger.debug("change bus: %s", type(bus).__name__)
         async with bus:
             app.state.change_bus = bus
+            app.state.change_tail = ChangeTail(resources.sessionmaker, bus)
             try:
                 yield
             finally:
-                del app.state.change_bus
+                del app.state.change_bus, app.state.change_tail
 
     return events_lifespan
 

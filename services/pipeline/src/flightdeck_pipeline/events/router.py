@@ -10,7 +10,7 @@ from pydantic import StringConstraints
 from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
 from flightdeck_common.dependencies import ResourcesDep
 from flightdeck_common.sse import EventSourceResponse, event_stream_responses
-from flightdeck_pipeline.events.dependencies import ChangeBusDep
+from flightdeck_pipeline.events.dependencies import ChangeBusDep, ChangeTailDep
 from flightdeck_pipeline.events.publish import KIND_MAX_LENGTH, KIND_PATTERN
 from flightdeck_pipeline.events.stream import RETRY_MILLISECONDS, open_change_stream
 from flightdeck_pipeline.settings import Settings
@@ -53,6 +53,7 @@ async def stream_events(
     user: CurrentUser,
     resources: ResourcesDep,
     bus: ChangeBusDep,
+    tail: ChangeTailDep,
     kind: Annotated[
         list[Kind] | None,
         Query(
@@ -90,6 +91,7 @@ async def stream_events(
         last_event_id=after,
         replay_limit=settings.sse_replay_limit,
         kinds=kind,
+        tail=tail,
     )
     return EventSourceResponse(
         events, heartbeat_seconds=settings.sse_heartbeat_seconds, expires_at=user.exp

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from flightdeck_common.sse import ServerSentEvent, json_event
 from flightdeck_pipeline.events.bus import ChangeBus
 from flightdeck_pipeline.events.repository import ChangeEventRepository
+from flightdeck_pipeline.events.tail import ChangeTail
 
 RETRY_MILLISECONDS = 3000
 RESET_EVENT = "reset"
@@ -82,6 +83,7 @@ async def open_change_stream(
     last_event_id: int | None,
     replay_limit: int,
     kinds: Collection[str] | None = None,
+    tail: ChangeTail | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Plan the start now (database errors surface before the response starts) and return
     the stream's events; see the module docstring for what is sent."""
@@ -89,7 +91,7 @@ async def open_change_stream(
         start = await plan_start(
             ChangeEventRepository.from_session(session), last_event_id, replay_limit
         )
-    return change_events(sessionmaker, bus, start, kinds=kinds)
+    return change_events(sessionmaker, bus, start, kinds=kinds, tail=tail)
 
 
 async def change_events(
@@ -98,10 +100,13 @@ async def change_events(
     start: StreamStart,
     *,
     kinds: Collection[str] | None = None,
+    tail: ChangeTail | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """The events after ``start``, then each change as it commits, forever.
 
-    No database connection is held while waiting: each read opens a short session.
+    No database connection is held while waiting. With ``tail`` (the process's), a stream
+    that follows the head takes new events from it (one read per wake-up for all streams);
+    otherwise, or while it replays from further back, each read opens a short session.
     """
     wanted = frozenset(kinds) if kinds else None
     cursor = start.after_id
@@ -113,13 +118,17 @@ async def change_events(
     while True:
         # Read the generation before the query: a commit announced after it ends the wait.
         generation = bus.generation
-        async with sessionmaker() as session:
-            rows = await ChangeEventRepository.from_session(session).list_after(
-                cursor, FETCH_BATCH_SIZE
-            )
+        rows = await tail.after(cursor, generation) if tail is not None else None
+        more = False
+        if rows is None:
+            async with sessionmaker() as session:
+                rows = await ChangeEventRepository.from_session(session).list_after(
+                    cursor, FETCH_BATCH_SIZE
+                )
+            more = len(rows) == FETCH_BATCH_SIZE
         for row in rows:
             cursor = row.id
             if wanted is None or row.kind in wanted:
                 yield ServerSentEvent(data=row.payload, event=row.kind, id=row.id)
-        if len(rows) < FETCH_BATCH_SIZE:
+        if not more:
             await bus.wait(generation)
