@@ -11,8 +11,10 @@ on top of the database work. Served by uvicorn like the services:
 Routes: ``/health`` (no SQL), ``/runs`` (``cursor``, ``status``, ``repository``),
 ``/runs/<id>``, ``/stats``, ``/history`` (``days``), ``/dora`` (``window_days``), each of
 the last three also as ``/cached/...`` (Redis generation + entry, like the metrics cache),
-``POST /login`` (argon2id verify of the stored hash, 2 at a time like the service) and
-``POST /webhook`` (HMAC check, delivery stored raw, run upserted, log line, change event).
+``POST /login`` (argon2id verify of the stored hash, 2 at a time like the service),
+``POST /webhook`` (HMAC check, delivery stored raw, run upserted, log line, change event)
+and ``GET /events`` (the live stream of change events, fed like the service's: see
+``BareApp.events``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import argon2
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
 # The service's percentile estimate from the duration histogram (a pure function).
@@ -156,6 +158,9 @@ APPEND_CHANGE = (
     "INSERT INTO change_events (kind, payload, created_at) VALUES ('run.updated', $1, now()) "
     "RETURNING id"
 )
+LATEST_CHANGE = "SELECT coalesce(max(id), 0) FROM change_events"
+CHANGES_AFTER = "SELECT id, kind, payload FROM change_events WHERE id > $1 ORDER BY id LIMIT $2"
+CHANGES_BATCH = 500  # the service's FETCH_BATCH_SIZE
 FINISH_DELIVERY = """
 UPDATE deliveries SET result = 'processed', error = NULL, processed_at = now(),
     attempts = attempts + 1
@@ -188,6 +193,9 @@ class BareApp:
         self.secret = os.environ.get("BENCH_WEBHOOK_SECRET", "").encode()
         self.hasher = argon2.PasswordHasher()
         self.hash_pool = ThreadPoolExecutor(max_workers=2)  # the service's bound
+        # The change bus of the process: a generation bumped, and an event set, per commit.
+        self.generation = 0
+        self.changed = asyncio.Event()
 
     async def startup(self) -> None:
         # The services' SQLAlchemy pools: 10 connections + 10 overflow.
@@ -219,6 +227,9 @@ class BareApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if path == "/events":
+            await self.events(receive, send)
+            return
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         body = b""
         if scope["method"] == "POST":
@@ -343,7 +354,7 @@ class BareApp:
         key = f"bench:bare:{generation}:{name}:{sorted(query.items())}"
         cached = await self.redis.get(key)
         if cached is not None:
-            return bytes(cached)
+            return cached if isinstance(cached, bytes) else cached.encode()
         answer = _json(await self.metric(name, query))
         await self.redis.set(key, answer, ex=60)
         return answer
@@ -419,7 +430,41 @@ class BareApp:
                     f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_pk
                 )
                 await connection.fetchval(APPEND_CHANGE, _json(dict(current)).decode())
+        self.wake()  # after the commit, like the service's bus.notify
         return 202, _json({"delivery_id": delivery_id, "event": event, "result": "processed"})
+
+    def wake(self) -> None:
+        self.generation += 1
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    async def events(self, receive: Receive, send: Send) -> None:
+        """The service's stream without the framework: start at the newest change; on each
+        wake-up, read what follows with a short pool checkout and send each event. The
+        service also publishes each commit on Redis for other replicas (off the request
+        path) and polls max(id) once a second: neither is done here."""
+        assert self.pipeline is not None
+        cursor = int(await self.pipeline.fetchval(LATEST_CHANGE))
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        pump = asyncio.create_task(self._pump(send, cursor))
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        pump.cancel()
+
+    async def _pump(self, send: Send, cursor: int) -> None:
+        assert self.pipeline is not None
+        body = f"retry: 3000\nid: {cursor}\n\n".encode()
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        while True:
+            generation = self.generation
+            rows = await self.pipeline.fetch(CHANGES_AFTER, cursor, CHANGES_BATCH)
+            for change_id, kind, payload in rows:
+                cursor = change_id
+                body = f"id: {change_id}\nevent: {kind}\ndata: {payload}\n\n".encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if len(rows) < CHANGES_BATCH and generation == self.generation:
+                await self.changed.wait()
 
 
 def _history_day(day: date, rows: dict[str, Any]) -> dict[str, Any]:

@@ -10,13 +10,17 @@ Steps:
    route ``/bench/healthz`` -> the pipeline's ``/healthz``; the bare reference
    (``bench.bare``) under uvicorn next to it;
 3. per scenario: warm-up, then the measured run at fixed concurrency with wrk (the signed
-   webhooks with ``bench.webhook_load``), first against the stack through the ingress,
-   then against the bare reference, sampling each service's RSS meanwhile;
+   webhooks with ``bench.webhook_load``, the SSE fan-out with ``bench.sse_fanout``), first
+   against the stack through the ingress, then against the bare reference, sampling each
+   service's RSS meanwhile (``bench.measure``; the soak: ``bench.soak``);
 4. the markdown table, printed and written to ``bench/results/<timestamp>-<mode>.md`` with
-   the machine description, the seed figures and the run's parameters.
+   the machine description, the seed figures, the run's parameters, the notes and the
+   soak's memory samples.
 
 Metrics scenarios run twice: cold (the pipeline started with its metrics cache off) and
-cached (the pipeline restarted with the default 60 s cache).
+cached (the pipeline restarted with the default 60 s cache). The last rows run cached too:
+the mixed workload (a weighted draw per request), health during a login storm, the SSE
+fan-out and the soak (``--soak-seconds``).
 """
 
 from __future__ import annotations
@@ -28,138 +32,85 @@ import secrets
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-import asyncpg
 import httpx
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from bench import report, seed
+from bench.context import (
+    ADMIN_USERNAME,
+    BARE_PORT,
+    HEALTH_PATH,
+    INGRESS_PORT,
+    METRICS_PORT,
+    POSTGRES_PORT,
+    REDIS_PORT,
+    REPO_ROOT,
+    SERVICE_PORTS,
+    WEBHOOK_CONNECTIONS,
+    Context,
+    Mode,
+    Outcome,
+    Scenario,
+    Target,
+    fetch,
+    log,
+    login,
+)
+from bench.measure import sse_measure, webhook_measure, wrk_measure
 from bench.report import Measurement, ScenarioResult, format_count
-from bench.wrk import Request, ensure_wrk, run_wrk
+from bench.rss import RssSampler
+from bench.soak import WEBHOOK_RATE as SOAK_WEBHOOK_RATE
+from bench.soak import soak_measure
+from bench.wrk import ensure_wrk
 from flightdeck_common.devstack.ports import LOOPBACK, port_in_use, wait_for_http
 from flightdeck_common.devstack.processes import ManagedProcess
 from flightdeck_common.devstack.stack import Stack, StackConfig, full_mode_postgres
 from flightdeck_common.pagination import encode_cursor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-INGRESS_PORT = 18080
-METRICS_PORT = 18082
-SERVICE_PORTS = {"auth": 18101, "pipeline": 18102, "admin": 18103}
-POSTGRES_PORT = 55432
-REDIS_PORT = 63795
-BARE_PORT = 18110
-ADMIN_USERNAME = "admin"
-HEALTH_PATH = "/bench/healthz"
-# Webhook senders: the pipeline's own cap of deliveries in flight (16; the ingress allows 24
-# per replica). More would measure how fast excess is shed (429/503), not capacity; the
-# overload test (libs/common/tests/resilience/test_overload.py) measures that.
-WEBHOOK_CONNECTIONS = 16
 CACHE_TTL_ENV = "FLIGHTDECK_PIPELINE_METRICS_CACHE_TTL_SECONDS"
+CACHE_TTLS = {"cold": "0", "cached": "60"}  # the pipeline's metrics cache per phase (default 60)
 LOGIN_LIMIT = "1000000/minute"  # the login limit (10/min per client) would answer 429s
+# Access tokens live 15 min by default: long enough for the quick runs, not for a soak.
+ACCESS_TOKEN_TTL = 3600
+SSE_CLIENTS = 200
+# The health probe during the login storm measures latency, not throughput: few
+# connections, each pausing between requests (at most 4 x 40 = 160 requests/s), so that the
+# probe itself does not take the CPU the logins need.
+STORM_HEALTH_CONNECTIONS = 4
+STORM_HEALTH_PAUSE_MS = 25
 
-
-@dataclass(frozen=True)
-class Mode:
-    name: str
-    runs: int
-    warmup: float
-    duration: float
-
+# The mixed workload: (scenario key, weight in %, label in the row's name).
+MIX = (
+    ("list", 40, "list"),
+    ("list-filter", 10, "filtered list"),
+    ("run", 20, "run"),
+    ("stats-cached", 10, "stats"),
+    ("history-cached", 10, "history"),
+    ("dora-cached", 5, "DORA"),
+    ("health", 5, "health"),
+)
 
 MODES = {
-    "quick": Mode("quick", 100_000, warmup=2.0, duration=6.0),
-    "full": Mode("full", 1_000_000, warmup=5.0, duration=20.0),
+    "quick": Mode("quick", 100_000, warmup=2.0, duration=6.0, soak=60.0),
+    "full": Mode("full", 1_000_000, warmup=5.0, duration=20.0, soak=600.0),
+}
+
+Measure = Callable[[Context, Scenario, Target], Outcome]
+MEASURES: dict[str, Measure] = {
+    "wrk": wrk_measure,
+    "webhook": webhook_measure,
+    "sse": sse_measure,
+    "soak": soak_measure,
 }
 
 
-@dataclass
-class Scenario:
-    """One row of the table. ``stack_path``/``bare_path`` may hold ``{id}`` (random run)."""
-
-    key: str
-    name: str
-    rows: str
-    stack_path: str
-    bare_path: str
-    phase: str = "cold"  # cold | cached | webhook
-    method: str = "GET"
-    body: str | None = None
-    authenticated: bool = True
-    connections: int | None = None  # None: the run's concurrency
-    id_max: int = 0
-
-
-@dataclass
-class Context:
-    args: argparse.Namespace
-    mode: Mode
-    var_dir: Path
-    stack: Stack
-    admin_password: str
-    webhook_secret: str
-    superuser_dsn: str
-    results: list[ScenarioResult] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def bare_url(self) -> str:
-        return f"http://{LOOPBACK}:{BARE_PORT}"
-
-
 # -- helpers ---------------------------------------------------------------------------
-
-
-class RssSampler:
-    """Peak resident memory (MB) of some processes, sampled every 200 ms in a thread."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.peaks: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while True:
-            for name, pid in self.pids.items():
-                try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
-                    continue
-                for line in status.splitlines():
-                    if line.startswith("VmRSS:"):
-                        megabytes = int(line.split()[1]) / 1024
-                        self.peaks[name] = max(self.peaks.get(name, 0.0), megabytes)
-            if self._stop.wait(0.2):
-                return
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def log(message: str) -> None:
-    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def login(ctx: Context) -> str:
-    response = httpx.post(
-        f"{ctx.stack.ingress_url}/auth/login",
-        json={"username": ADMIN_USERNAME, "password": ctx.admin_password},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 def add_health_route(stack: Stack) -> None:
@@ -183,18 +134,6 @@ def migrate_pipeline(database_url: str) -> None:
     command = Path(sys.executable).parent / "flightdeck-pipeline"
     env = {"PATH": "/usr/bin:/bin", "FLIGHTDECK_PIPELINE_DATABASE_URL": database_url}
     subprocess.run([str(command), "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-
-
-async def _fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return list(await connection.fetch(sql, *args))
-    finally:
-        await connection.close()
-
-
-def fetch(ctx: Context, sql: str, *args: object) -> list[asyncpg.Record]:
-    return asyncio.run(_fetch(ctx.superuser_dsn, sql, *args))
 
 
 # -- scenarios -------------------------------------------------------------------------
@@ -257,122 +196,81 @@ def build_scenarios(ctx: Context, runs: int) -> list[Scenario]:
                  "/pipelines/dora?window_days=30", "/cached/dora?window_days=30",
                  phase="cached"),
         Scenario("webhook", "webhook workflow_run, unique signed", "+1 run per delivery",
-                 "/pipelines/webhooks/github", "/webhook", phase="webhook",
+                 "/pipelines/webhooks/github", "/webhook", phase=None, kind="webhook",
                  authenticated=False, connections=WEBHOOK_CONNECTIONS),
     ]  # fmt: skip
+    return scenarios + load_scenarios(ctx, {s.key: s for s in scenarios}, total)
+
+
+def load_scenarios(ctx: Context, by_key: dict[str, Scenario], total: str) -> list[Scenario]:
+    """The rows built from the others: the mixed workload, the login storm, the SSE fan-out
+    and the soak, all with the metrics cache at its default."""
+    mix = tuple((by_key[key], weight) for key, weight, _ in MIX)
+    shares = ", ".join(f"{weight}% {label}" for _, weight, label in MIX)
+    mixed = Scenario("mixed", f"mixed ({shares}), cached", total, phase="cached", mix=mix)
+    webhook = by_key["webhook"]
+    scenarios = [
+        mixed,
+        replace(by_key["health"], key="login-storm", name="health during login storm",
+                phase="cached", connections=STORM_HEALTH_CONNECTIONS,
+                pause_ms=STORM_HEALTH_PAUSE_MS, background=by_key["login"]),
+        Scenario("sse", "SSE fan-out, events delivered/s (latency from webhook ack)",
+                 f"{ctx.args.sse_rate:g} webhooks/s", "/pipelines/events", "/events",
+                 phase="cached", kind="sse", connections=ctx.args.sse_clients,
+                 background=webhook),
+    ]  # fmt: skip
+    if ctx.mode.soak > 0:
+        name = f"soak {ctx.mode.soak:g} s: mixed + webhooks at {SOAK_WEBHOOK_RATE:g}/s"
+        scenarios.append(
+            replace(mixed, key="soak", name=name, kind="soak", background=webhook, has_bare=False)
+        )
     return scenarios
 
 
-def wrk_measure(
-    ctx: Context, scenario: Scenario, base_url: str, path: str, token: str | None
-) -> Measurement:
-    headers: list[tuple[str, str]] = []
-    if token is not None:
-        headers.append(("Authorization", f"Bearer {token}"))
-    if scenario.body is not None:
-        headers.append(("Content-Type", "application/json"))
-    request = Request(
-        path=path,
-        method=scenario.method,
-        body=scenario.body,
-        headers=tuple(headers),
-        id_max=scenario.id_max,
-    )
-    connections = scenario.connections or ctx.args.connections
-    script = ctx.var_dir / "wrk" / f"{scenario.key}.lua"
-    common = {"connections": connections, "threads": ctx.args.threads, "script_path": script}
-    run_wrk(base_url, request, seconds=ctx.mode.warmup, **common)
-    # Requests wrk left in flight keep the server busy (an argon2 hash is not cancelled):
-    # one more request of the same kind returns once that backlog has drained.
-    httpx.request(
-        scenario.method,
-        base_url + path.replace("{id}", "1"),
-        headers=dict(headers),
-        content=scenario.body,
-        timeout=300,
-    )
-    return run_wrk(base_url, request, seconds=ctx.mode.duration, **common)
-
-
-def webhook_measure(
-    ctx: Context, url: str, target: str, connections: int
-) -> tuple[Measurement, str]:
-    repository = f"bench/{target}-webhooks"
-    base = {"stack": 90_000_000_000, "bare": 91_000_000_000}[target]
-    prefix = f"bench-{target}"
-    argv = [
-        sys.executable, "-m", "bench.webhook_load", "--url", url,
-        "--repository", repository, "--run-id-base", str(base), "--delivery-prefix", prefix,
-        "--connections", str(connections),
-        "--warmup", str(ctx.mode.warmup), "--duration", str(ctx.mode.duration),
-    ]  # fmt: skip
-    env = {"PATH": "/usr/bin:/bin", "BENCH_WEBHOOK_SECRET": ctx.webhook_secret}
-    completed = subprocess.run(
-        argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=ctx.mode.warmup + ctx.mode.duration + 120,
-    )  # fmt: skip
-    line = next((x for x in completed.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if completed.returncode != 0 or line is None:
-        raise RuntimeError(f"webhook load failed: {completed.stderr.strip()[-2000:]}")
-    result = json.loads(line.removeprefix("BENCH_JSON "))
-    time.sleep(1.0)  # let the last transactions commit
-    stored = fetch(
-        ctx,
-        "SELECT count(*) FILTER (WHERE result = 'processed') AS processed, count(*) AS raw "
-        "FROM deliveries WHERE delivery_id LIKE $1",
-        f"{prefix}-%",
-    )[0]
-    mapped = fetch(ctx, "SELECT count(*) AS n FROM runs WHERE repository = $1", repository)[0]
-    lost = result["acked"] - mapped["n"]
-    note = (
-        f"webhook ({target}): {result['sent']} sent (warm-up included), {result['acked']} "
-        f"acknowledged 2xx, {stored['raw']} deliveries stored ({stored['processed']} "
-        f"processed), {mapped['n']} runs stored -> lost: {lost}; statuses {result['statuses']}, "
-        f"transport errors {result['transport_errors']}; generator CPU "
-        f"{result['client_cpu_seconds']:.1f} s over {result['seconds']:.1f} s"
-    )
-    measurement = Measurement(
-        requests=result["requests"] - result["errors"],
-        seconds=result["seconds"],
-        p50_ms=result["p50_ms"],
-        p99_ms=result["p99_ms"],
-        errors=result["errors"] + max(lost, 0),
-        client_cpu_seconds=result["client_cpu_seconds"],
-    )
-    return measurement, note
+def run_scenarios(ctx: Context, scenarios: list[Scenario]) -> None:
+    """Each scenario in order, restarting the pipeline only when the phase (its metrics
+    cache) changes: the stack starts cold."""
+    current = "cold"
+    for scenario in scenarios:
+        if scenario.phase is not None and scenario.phase != current:
+            log(f"restarting the pipeline for the {scenario.phase} scenarios")
+            restart_pipeline(ctx, CACHE_TTLS[scenario.phase])
+            current = scenario.phase
+        ctx.stack.check()
+        result = run_scenario(ctx, scenario)
+        ctx.results.append(result)
+        assert result.stack is not None
+        ratio = f"{result.ratio:.2f}" if result.ratio is not None else "-"
+        log(
+            f"  -> {result.stack.rps:.1f} rps, p99 {result.stack.p99_ms or 0:.1f} ms, "
+            f"errors {result.stack.errors}, ratio {ratio}"
+        )
 
 
 def run_scenario(ctx: Context, scenario: Scenario) -> ScenarioResult:
-    stack = ctx.stack
-    pids = {name: p.pid for name, p in stack.processes.items() if p.pid is not None}
+    """The scenario against the stack (sampling the services' memory), then the bare
+    reference."""
+    measure = MEASURES[scenario.kind]
     log(f"{scenario.name}: stack")
-    notes = []
-    with RssSampler(pids) as sampler:
-        if scenario.phase == "webhook":
-            stack_result, note = webhook_measure(
-                ctx, stack.ingress_url + scenario.stack_path, "stack", WEBHOOK_CONNECTIONS
-            )
-            notes.append(note)
-        else:
-            token = login(ctx) if scenario.authenticated else None
-            stack_result = wrk_measure(ctx, scenario, stack.ingress_url, scenario.stack_path, token)
-    log(f"{scenario.name}: bare")
-    if scenario.phase == "webhook":
-        bare_result, note = webhook_measure(
-            ctx, ctx.bare_url + scenario.bare_path, "bare", WEBHOOK_CONNECTIONS
-        )
-        notes.append(note)
-    else:
-        bare_result = wrk_measure(ctx, scenario, ctx.bare_url, scenario.bare_path, None)
-    ctx.notes.extend(notes)
+    with RssSampler(ctx.service_pids) as sampler:
+        token = login(ctx) if _needs_token(scenario) else None
+        stack = measure(ctx, scenario, Target("stack", ctx.stack.ingress_url, token))
+    bare = None
+    if scenario.has_bare:
+        log(f"{scenario.name}: bare")
+        bare = measure(ctx, scenario, Target("bare", ctx.bare_url, None))
     return ScenarioResult(
         name=scenario.name,
-        rows=scenario.rows,
+        rows=stack.rows or scenario.rows,
         connections=scenario.connections or ctx.args.connections,
-        stack=stack_result,
-        bare=bare_result,
+        stack=stack.measurement,
+        bare=bare.measurement if bare is not None else None,
         peak_rss_mb=sampler.peaks,
     )
+
+
+def _needs_token(scenario: Scenario) -> bool:
+    return any(part.authenticated for part in [scenario, *(part for part, _ in scenario.mix)])
 
 
 def restart_pipeline(ctx: Context, cache_ttl: str) -> None:
@@ -448,9 +346,21 @@ def write_results(
         "connections": str(ctx.args.connections),
         "wrk threads": str(ctx.args.threads),
         "warm-up / measured per scenario": f"{ctx.mode.warmup:g} s / {ctx.mode.duration:g} s",
-        "load generator": "wrk (webhooks: bench.webhook_load, asyncio + uvloop, own process)",
+        "load generator": "wrk (webhooks: bench.webhook_load, SSE: bench.sse_fanout, asyncio "
+        "+ uvloop, own processes)",
+        "mixed workload": ", ".join(f"{weight}% {label}" for _, weight, label in MIX)
+        + " (one draw per request in wrk's Lua), metrics cache at its default",
+        "login storm": f"login wrk at {ctx.args.connections} connections; meanwhile the "
+        f"health wrk (the row) at {STORM_HEALTH_CONNECTIONS} connections, each pausing "
+        f"{STORM_HEALTH_PAUSE_MS} ms before each request (the pauses set its rps: compare "
+        "p99, not the ratio)",
+        "SSE fan-out": f"{ctx.args.sse_clients} clients, {ctx.args.sse_rate:g} webhooks/s; rps = "
+        "events delivered/s, p50/p99 = webhook ack -> event received, errors = missing events "
+        "+ failed or dropped connections",
+        "soak": f"{ctx.mode.soak:g} s" if ctx.mode.soak > 0 else "off",
         "stack": "devstack full mode: PostgreSQL (durable) + Redis + Traefik + 3 x uvicorn "
-        "(1 process each), ENVIRONMENT=development, login rate limit raised",
+        "(1 process each), ENVIRONMENT=development, login rate limit raised, access tokens "
+        "valid 1 h (the soak outlasts the default 15 min)",
         "bare reference": "bench.bare under uvicorn (1 process), asyncpg pools of 20, direct "
         "(no Traefik)",
     }
@@ -469,6 +379,7 @@ def write_results(
             "## Parameters\n\n" + report.definition_list(parameters),
             "## Seed\n\n" + report.definition_list(seed_lines),
             "## Notes\n\n" + "\n".join(f"- {note}" for note in [*ctx.notes, client_cpu(ctx)]),
+            *(f"## {title}\n\n{section}" for title, section in ctx.sections.items()),
         ]
     )
     results_dir = REPO_ROOT / "bench" / "results"
@@ -487,21 +398,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(
-        "--only", help="comma-separated scenario keys (health,list,list-deep,...,webhook)"
+        "--only",
+        help="comma-separated scenario keys (health,list,list-deep,...,webhook,mixed,"
+        "login-storm,sse,soak)",
     )
+    parser.add_argument(
+        "--soak-seconds", type=float, help="soak length (default 600, quick 60; 0: no soak)"
+    )
+    parser.add_argument("--sse-clients", type=int, default=SSE_CLIENTS, help="SSE fan-out")
+    parser.add_argument("--sse-rate", type=float, default=20.0, help="SSE fan-out webhooks/s")
     parser.add_argument("--var-dir", type=Path, default=REPO_ROOT / "bench" / ".var")
     return parser.parse_args(argv)
 
 
+def mode_from_args(args: argparse.Namespace) -> Mode:
+    """The quick or full mode, with what the command line overrides."""
+    mode = MODES["quick" if args.quick else "full"]
+    overrides = {
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "duration": args.duration,
+        "soak": args.soak_seconds,
+    }
+    return replace(mode, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    mode = MODES["quick" if args.quick else "full"]
-    mode = Mode(
-        mode.name,
-        args.runs or mode.runs,
-        args.warmup if args.warmup is not None else mode.warmup,
-        args.duration if args.duration is not None else mode.duration,
-    )
+    mode = mode_from_args(args)
     ensure_wrk()
     ports = [INGRESS_PORT, METRICS_PORT, POSTGRES_PORT, REDIS_PORT, BARE_PORT]
     busy = [port for port in [*ports, *SERVICE_PORTS.values()] if port_in_use(port)]
@@ -544,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
             "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": webhook_secret,
             "FLIGHTDECK_AUTH_RATE_LIMIT_LOGIN": LOGIN_LIMIT,
-            CACHE_TTL_ENV: "0",
+            "FLIGHTDECK_AUTH_ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TOKEN_TTL),
+            CACHE_TTL_ENV: CACHE_TTLS["cold"],
         },
     )
     stack = Stack(config)
@@ -578,23 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             wanted = set(args.only.split(","))
             scenarios = [s for s in scenarios if s.key in wanted]
-        phases: dict[str, Callable[[], None]] = {
-            "cached": lambda: restart_pipeline(ctx, "60"),
-        }
-        current = "cold"
-        for scenario in scenarios:
-            if scenario.phase != current and scenario.phase in phases:
-                log(f"restarting the pipeline for the {scenario.phase} scenarios")
-                phases[scenario.phase]()
-            current = scenario.phase
-            stack.check()
-            ctx.results.append(run_scenario(ctx, scenario))
-            result = ctx.results[-1]
-            assert result.stack is not None
-            log(
-                f"  -> {result.stack.rps:.1f} rps, p99 {result.stack.p99_ms or 0:.1f} ms, "
-                f"errors {result.stack.errors}, ratio {result.ratio or 0:.2f}"
-            )
+        run_scenarios(ctx, scenarios)
     finally:
         if bare is not None:
             bare.stop()

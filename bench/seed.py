@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from flightdeck_pipeline.runs.duration_buckets import duration_bucket_sql

@@ -4,8 +4,9 @@ wrk cannot sign bodies (no HMAC in its Lua), so this async generator does: each 
 a real-sized payload from the pipeline's fixtures with a unique run id and a unique
 ``X-GitHub-Delivery``, signed ``X-Hub-Signature-256`` like GitHub does. It speaks
 HTTP/1.1 keep-alive over raw asyncio streams (no client library overhead), runs a warm-up
-then the measured phase at fixed concurrency, and prints one JSON line with what it
-measured, the status counts, and its own CPU time.
+then the measured phase at fixed concurrency (each connection sends as soon as the previous
+answer came, or paced to ``--rate`` deliveries per second in all), and prints one JSON line
+with what it measured, the status counts, and its own CPU time.
 
     python -m bench.webhook_load --url http://127.0.0.1:18080/pipelines/webhooks/github \
         --secret-env BENCH_WEBHOOK_SECRET --repository bench/stack --run-id-base 90000000000 ...
@@ -76,6 +77,7 @@ class Load:
         self.run_ids = itertools.count(args.run_id_base)
         self.measuring = False
         self.stop_at = 0.0
+        self.interval = 0.0  # seconds between one connection's deliveries (0: no pacing)
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
         self.measured_statuses: Counter[int] = Counter()
@@ -94,7 +96,11 @@ class Load:
     async def worker(self) -> None:
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
+        next_send = time.monotonic()
         while time.monotonic() < self.stop_at:
+            if self.interval:
+                await asyncio.sleep(max(0.0, next_send - time.monotonic()))
+                next_send += self.interval
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -125,8 +131,11 @@ class Load:
         if writer is not None:
             writer.close()
 
-    async def run(self, warmup: float, duration: float, connections: int) -> dict[str, object]:
+    async def run(
+        self, warmup: float, duration: float, connections: int, rate: float = 0.0
+    ) -> dict[str, object]:
         self.stop_at = time.monotonic() + warmup + duration
+        self.interval = connections / rate if rate > 0 else 0.0
         workers = [asyncio.create_task(self.worker()) for _ in range(connections)]
         await asyncio.sleep(warmup)
         self.measuring = True
@@ -165,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="deliveries/s in all (0: max)")
     args = parser.parse_args(argv)
     secret = os.environ.get(args.secret_env)
     if not secret:
@@ -175,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    result = runner(Load(args, secret).run(args.warmup, args.duration, args.connections))
+    load = Load(args, secret)
+    result = runner(load.run(args.warmup, args.duration, args.connections, args.rate))
     print("BENCH_JSON " + json.dumps(result), flush=True)
     return 0
 

@@ -1,79 +1,21 @@
-"""Driving wrk: a Lua script per scenario (headers, body, random ids) and a JSON summary."""
+"""Driving wrk: a Lua script per scenario (``bench.wrk_script``) and a JSON summary."""
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.report import Measurement
+from bench.wrk_script import Request, lua_script
 
 WRK_TIMEOUT = "60s"  # slow aggregates at 1M runs take seconds; wrk's default 2 s would cut them
-
-# Called once at the end in wrk's main thread: one line the driver parses.
-_DONE = r"""
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
-    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect, e.read, e.write, e.status, e.timeout))
-end
-"""
-
-_THREAD_SEED = r"""
-local thread_count = 0
-setup = function(thread)
-  thread_count = thread_count + 1
-  thread:set("thread_id", thread_count)
-end
-init = function(args)
-  math.randomseed(os.time() * 100 + (thread_id or 0))
-end
-"""
-
-
-def _lua_string(value: str) -> str:
-    return json.dumps(value)  # a JSON string literal is a valid Lua string literal here
-
-
-@dataclass(frozen=True)
-class Request:
-    """What wrk sends. ``path`` may contain ``{id}``, replaced per request by a random
-    integer in ``[1, id_max]``."""
-
-    path: str
-    method: str = "GET"
-    body: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    id_max: int = 0
-
-    def lua(self) -> str:
-        lines = [f"wrk.method = {_lua_string(self.method)}"]
-        for name, value in self.headers:
-            lines.append(f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}")
-        if self.body is not None:
-            lines.append(f"wrk.body = {_lua_string(self.body)}")
-        if "{id}" in self.path:
-            before, after = self.path.split("{id}", 1)
-            lines.append(_THREAD_SEED)
-            lines.append(
-                "request = function()\n"
-                f"  local path = {_lua_string(before)} .. math.random(1, {self.id_max})"
-                f" .. {_lua_string(after)}\n"
-                "  return wrk.format(nil, path)\n"
-                "end"
-            )
-        else:
-            lines.append(f"wrk.path = {_lua_string(self.path)}")
-        lines.append(_DONE)
-        return "\n".join(lines) + "\n"
 
 
 def ensure_wrk() -> str:
@@ -98,16 +40,19 @@ def ensure_wrk() -> str:
 
 def run_wrk(
     base_url: str,
-    request: Request,
+    requests: Sequence[Request],
     *,
     seconds: float,
     connections: int,
     threads: int,
     script_path: Path,
+    pause_ms: int = 0,
 ) -> Measurement:
-    """Run wrk once for ``seconds`` and return what it measured (client CPU included)."""
+    """Run wrk once for ``seconds`` with ``requests`` (one, or a weighted mix; each
+    connection pausing ``pause_ms`` before each request) and return what it measured, its
+    own CPU included (exact even while another wrk runs)."""
     script_path.parent.mkdir(parents=True, exist_ok=True)
-    script_path.write_text(request.lua())
+    script_path.write_text(lua_script(requests, pause_ms))
     argv = [
         "wrk",
         f"--threads={max(1, min(threads, connections))}",
@@ -115,28 +60,41 @@ def run_wrk(
         f"--duration={max(1, round(seconds))}s",
         f"--timeout={WRK_TIMEOUT}",
         f"--script={script_path}",
-        base_url + request.path.split("{id}", 1)[0],
+        base_url + requests[0].split_path()[0],
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    returncode, stdout, stderr, cpu = _run_measured(argv, timeout=seconds + 120)
     summary = None
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             summary = json.loads(line.removeprefix("BENCH_JSON "))
-    if result.returncode != 0 or summary is None:
-        raise RuntimeError(
-            f"wrk failed (exit {result.returncode}): {result.stderr.strip()}\n{result.stdout}"
-        )
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if returncode != 0 or summary is None:
+        raise RuntimeError(f"wrk failed (exit {returncode}): {stderr.strip()}\n{stdout}")
     errors = sum(summary[key] for key in ("connect", "read", "write", "status", "timeout"))
     # wrk counts every answer as a request; only the 2xx/3xx ones count as served here.
-    requests = int(summary["requests"]) - int(summary["status"])
+    served = int(summary["requests"]) - int(summary["status"])
     return Measurement(
-        requests=requests,
+        requests=served,
         seconds=summary["duration_us"] / 1e6,
-        p50_ms=summary["p50_us"] / 1000 if requests else None,
-        p99_ms=summary["p99_us"] / 1000 if requests else None,
+        p50_ms=summary["p50_us"] / 1000 if served else None,
+        p99_ms=summary["p99_us"] / 1000 if served else None,
         errors=int(errors),
         client_cpu_seconds=cpu,
     )
+
+
+def _run_measured(argv: list[str], *, timeout: float) -> tuple[int, str, str, float]:
+    """Run ``argv``: exit code, stdout, stderr and the CPU seconds of that child alone
+    (``wait4``, where ``RUSAGE_CHILDREN`` would mix in children reaped meanwhile)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err)
+        killer = threading.Timer(timeout, process.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    return process.returncode, stdout, stderr, usage.ru_utime + usage.ru_stime

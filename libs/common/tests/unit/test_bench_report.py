@@ -53,3 +53,62 @@ def test_table_row_has_ratio_and_rss_per_service() -> None:
     assert lines[2] == (
         "| list runs | 100k runs | 32 | 100 | 5.0 | 250 | 2 | 400 | 0.25 | 120 / 151 / - |"
     )
+
+
+def test_fanout_summary_counts_each_event_once_per_client() -> None:
+    # Two measured deliveries (run ids 1, 2) on 2 clients: 4 events expected.
+    webhooks = {1: (10.0, 10.1), 2: (11.0, 11.05)}
+    receipts = [
+        (0, 1, 10.3),  # 200 ms after the ack, 300 after the send
+        (1, 1, 10.05),  # before the ack was read: 0 ms from the ack
+        (0, 2, 11.25),
+        (0, 2, 11.3),  # a second copy on client 0
+        (1, 99, 11.2),  # not a measured delivery (warm-up)
+    ]
+    summary = report.fanout_summary(webhooks, receipts, clients=2)
+    assert (summary.expected, summary.delivered, summary.missing) == (4, 3, 1)
+    assert summary.duplicates == 1
+    assert summary.from_ack_ms == pytest.approx([200.0, 0.0, 200.0])
+    assert summary.from_send_ms == pytest.approx([300.0, 50.0, 250.0])
+
+
+def test_rss_trend_flat_and_growing() -> None:
+    flat = [(0.0, 120.0), (30.0, 125.0), (60.0, 126.0), (90.0, 126.5), (120.0, 127.0)]
+    trend = report.rss_trend(flat, peak=128.0)
+    assert trend is not None
+    assert (trend.start, trend.after_minute, trend.half, trend.end) == (120.0, 126.0, 126.0, 127.0)
+    assert trend.peak == 128.0
+    assert trend.second_half_growth == pytest.approx(1.0)
+    assert trend.flat
+    growing = [(0.0, 100.0), (10.0, 110.0), (20.0, 120.0), (30.0, 135.0), (40.0, 150.0)]
+    trend = report.rss_trend(growing)
+    assert trend is not None
+    assert trend.after_minute is None  # shorter than a minute
+    assert trend.half == 120.0
+    assert trend.peak == 150.0
+    assert trend.second_half_growth_percent == pytest.approx(25.0)
+    assert not trend.flat
+    assert report.rss_trend([]) is None
+
+
+def test_soak_note_states_both_verdicts() -> None:
+    trend = report.rss_trend([(0.0, 190.0), (60.0, 200.0), (120.0, 230.0)])
+    assert trend is not None
+    note = report.soak_rss_note("pipeline", trend)
+    assert note.startswith("soak RSS pipeline: start 190, after 1 min 200, end 230, peak 230 MB")
+    assert "+30.0 MB (+15.0 %) -> NOT flat" in note
+    assert "peak <= 200 MB: NO" in note
+
+
+def test_rss_timeline_table_has_a_column_per_service() -> None:
+    timeline = [(0.0, {"auth": 140.2, "pipeline": 125.0}), (10.4, {"auth": 141.0})]
+    assert report.service_series(timeline, "pipeline") == [(0.0, 125.0)]
+    lines = report.rss_timeline_table(timeline).splitlines()
+    assert lines[0] == "| s | auth MB | pipeline MB | admin MB |"
+    assert lines[2:] == ["| 0 | 140 | 125 | - |", "| 10 | 141 | - | - |"]
+
+
+def test_soak_note_reads_a_tiny_shrink_as_zero() -> None:
+    trend = report.rss_trend([(0.0, 140.0), (10.0, 140.02), (20.0, 140.0)])
+    assert trend is not None
+    assert "second half +0.0 MB (+0.0 %) -> flat" in report.soak_rss_note("admin", trend)
