@@ -19,13 +19,15 @@ and the default 30-day window [2026-02-13 12:00, 2026-03-15 12:00):
 
 from __future__ import annotations
 
-from datetime import timedelta
+import random
+import statistics
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from flightdeck_pipeline.deployments.models import Deployment, Incident
+from flightdeck_pipeline.deployments.models import Change, Deployment, Incident
 from flightdeck_pipeline.metrics.dora import (
     attribute_incident,
     change_failure_rate_band,
@@ -366,3 +368,81 @@ def test_metrics_dora_change_failure_rate_bands(
 )
 def test_metrics_dora_recovery_time_bands(seconds: float | None, band: DoraBand | None) -> None:
     assert recovery_time_band(seconds) is band
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_metrics_dora_lead_time_matches_its_definition_on_random_histories(
+    metrics_sessions: async_sessionmaker[AsyncSession], seed: int
+) -> None:
+    """Random pushes and production deployments (redeploys, rollbacks to older pushes,
+    pushes at equal times, deployments of shas never pushed), against the definition
+    computed by brute force: a deployment deploys every commit of its repository pushed no
+    later than its sha's push; a commit counts when its earliest deploying success is in
+    the window."""
+    rng = random.Random(seed)
+    since = NOW - timedelta(days=30)
+    start = NOW - timedelta(days=60)
+
+    def moment() -> datetime:
+        # Whole hours: equal push times happen.
+        return start + timedelta(hours=rng.randrange(60 * 24))
+
+    changes: list[Change] = []
+    deployments: list[Deployment] = []
+    for repo in ("r/one", "r/two", "r/three"):
+        pushes = [(f"{repo}-{n}", moment()) for n in range(rng.randrange(5, 40))]
+        for sha, pushed in pushes:
+            committed = pushed - timedelta(hours=rng.randrange(0, 72))
+            changes.append(
+                Change(
+                    repository=repo,
+                    sha=sha,
+                    ref="refs/heads/main",
+                    committed_at=committed if rng.random() < 0.8 else None,
+                    authored_at=committed,
+                    pushed_at=pushed,
+                )
+            )
+        for number in range(rng.randrange(0, 25)):
+            sha = rng.choice(pushes)[0] if rng.random() < 0.9 else f"{repo}-never-pushed"
+            succeeded = moment() + timedelta(hours=rng.randrange(0, 48))
+            deployments.append(
+                Deployment(
+                    repository=repo,
+                    deployment_id=number + 1,
+                    environment="production",
+                    production=True,
+                    sha=sha,
+                    status="success",
+                    deployed_at=succeeded,
+                    status_updated_at=succeeded,
+                    succeeded_at=succeeded,
+                    created_at=succeeded,
+                    updated_at=succeeded,
+                )
+            )
+    async with metrics_sessions.begin() as session:
+        session.add_all([*changes, *deployments])
+
+    push_of = {(c.repository, c.sha): c.pushed_at for c in changes}
+    expected = []
+    for change in changes:
+        deploying = [
+            d.succeeded_at
+            for d in deployments
+            if d.repository == change.repository
+            and d.succeeded_at is not None
+            and d.succeeded_at < NOW
+            and (d.repository, d.sha) in push_of
+            and change.pushed_at <= push_of[(d.repository, d.sha)]
+        ]
+        if deploying and min(deploying) >= since:
+            committed = change.committed_at or change.authored_at or change.pushed_at
+            expected.append((min(deploying) - committed).total_seconds())
+
+    lead = (await report(metrics_sessions)).lead_time_for_changes
+    assert lead.commits == len(expected)
+    if expected:
+        assert lead.median_hours == pytest.approx(statistics.median(expected) / HOUR, abs=1e-3)
+    else:
+        assert lead.median_hours is None

@@ -46,7 +46,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from sqlalchemy import and_, case, distinct, func, or_, select, update
+from sqlalchemy import (
+    and_,
+    case,
+    cast,
+    distinct,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -287,8 +299,10 @@ async def _lead_time_seconds(
     every commit with every deployment of its history: a commit is already deployed before
     the window iff it was pushed no later than the latest push deployed before it
     (``before_push``); it is deployed within the window iff pushed no later than the
-    latest push deployed in it (``window_push``). Only commits between the two are joined
-    to the window's deployments to find their first one.
+    latest push deployed in it (``window_push``). The commits between the two and the
+    window's deployments are then merged per repository, newest push first, and a running
+    minimum of ``succeeded_at`` gives each commit the earliest deployment of a push at or
+    after its own: one sort, not commits x deployments.
     """
     deployed = (
         select(
@@ -315,32 +329,44 @@ async def _lead_time_seconds(
     )
     commit = aliased(Change, name="commit")
     commit_time = func.coalesce(commit.committed_at, commit.authored_at, commit.pushed_at)
-    first_deployments = (
+    # kind 0 (deployment) sorts before kind 1 (commit) at an equal push time: a deployment
+    # of the very push deploys the commit.
+    window_deployments = select(
+        deployed.c.repository.label("repository"),
+        deployed.c.deployed_push_at.label("pushed_at"),
+        literal(0).label("kind"),
+        deployed.c.succeeded_at.label("succeeded_at"),
+        cast(null(), Change.pushed_at.type).label("committed"),
+    ).where(in_window)
+    pending_commits = (
         select(
-            func.min(commit_time).label("committed"),
-            func.min(deployed.c.succeeded_at).label("first_deployed_at"),
+            commit.repository,
+            commit.pushed_at,
+            literal(1),
+            cast(null(), Deployment.succeeded_at.type),
+            commit_time,
         )
-        .select_from(commit)
         .join(bounds, bounds.c.repository == commit.repository)
-        .join(
-            deployed,
-            and_(
-                deployed.c.repository == commit.repository,
-                deployed.c.succeeded_at >= since,
-                commit.pushed_at <= deployed.c.deployed_push_at,
-            ),
-        )
         .where(
             commit.pushed_at <= bounds.c.window_push,
             or_(bounds.c.before_push.is_(None), commit.pushed_at > bounds.c.before_push),
         )
-        .group_by(commit.id)
-        .subquery("first_deployments")
     )
+    merged = union_all(window_deployments, pending_commits).subquery("merged")
+    first_deployed_at = func.min(merged.c.succeeded_at).over(
+        partition_by=merged.c.repository,
+        order_by=(merged.c.pushed_at.desc(), merged.c.kind),
+        rows=(None, 0),
+    )
+    first_deployments = select(
+        merged.c.kind.label("kind"),
+        merged.c.committed.label("committed"),
+        first_deployed_at.label("first_deployed_at"),
+    ).subquery("first_deployments")
     lead = seconds_between(
         first_deployments.c.first_deployed_at, first_deployments.c.committed, dialect
     )
-    return await summarize(session, select(lead), (0.5,))
+    return await summarize(session, select(lead).where(first_deployments.c.kind == 1), (0.5,))
 
 
 def _hours(seconds: float | None) -> float | None:
