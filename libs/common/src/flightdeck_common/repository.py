@@ -121,15 +121,19 @@ def _after(
 ) -> Any:
     """Keyset predicate: rows strictly after ``values`` in the (col1, col2, ...) order.
 
-    Expanded as (c1 > v1) OR (c1 = v1 AND c2 > v2) ... so it works on every backend
-    and still lets a composite index on the columns serve it.
+    Expanded as (c1 > v1) OR (c1 = v1 AND c2 > v2) ... so it works on every backend, and
+    ANDed with the redundant c1 >= v1: PostgreSQL does not turn the OR into an index
+    bound, so without it a page deep in the table walked the composite index from the
+    first row, filtering out every row before the cursor (a cursor at 500k of 1M runs:
+    seconds per page).
     """
     clauses = []
     for i, column in enumerate(columns):
         equal_prefix = [columns[j] == values[j] for j in range(i)]
         beyond = column < values[i] if descending else column > values[i]
         clauses.append(and_(*equal_prefix, beyond))
-    return or_(*clauses)
+    first = columns[0] <= values[0] if descending else columns[0] >= values[0]
+    return and_(first, or_(*clauses))
 
 
 def _check_types(columns: Sequence[InstrumentedAttribute[Any]], values: list[Any]) -> None:

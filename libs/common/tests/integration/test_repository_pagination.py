@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import Integer, String, select
+from sqlalchemy import Index, Integer, String, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flightdeck_common.db import UTCDateTime, create_engine, create_sessionmaker, new_metadata
 from flightdeck_common.errors import InvalidCursor
 from flightdeck_common.pagination import encode_cursor
-from flightdeck_common.repository import RepositoryBase
+from flightdeck_common.repository import RepositoryBase, _page_statement
 from flightdeck_common.settings import CommonSettings
 
 
@@ -123,3 +124,49 @@ async def test_datetimes_come_back_timezone_aware(session: AsyncSession) -> None
     assert item is not None
     assert item.created_at == T0 + timedelta(minutes=1)
     assert item.created_at.tzinfo is not None
+
+
+class Event(Base):
+    """A table with the composite index a newest-first list needs."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_created_id", "created_at", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+async def test_a_deep_page_starts_at_the_cursor_in_the_index(
+    postgres_database_url: str,
+) -> None:
+    """The keyset predicate bounds the index scan: a page 15,000 rows deep reads about one
+    page of index entries, not the 15,000 before the cursor."""
+    engine = create_engine(_Settings(database_url=postgres_database_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            await conn.execute(
+                text(
+                    "INSERT INTO event (id, created_at) SELECT n, "
+                    "timestamptz '2026-01-01' + n * interval '1 second' "
+                    "FROM generate_series(1, 30000) AS n"
+                )
+            )
+            await conn.execute(text("ANALYZE event"))
+        order_by = [Event.created_at, Event.id]
+        cursor = encode_cursor([T0 + timedelta(seconds=15_000), 15_000])
+        page = _page_statement(select(Event.id), order_by, 50, cursor, descending=True)
+        sql = page.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+        async with engine.connect() as conn:
+            plan = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))).scalar_one()
+            ids = (await conn.execute(page)).scalars().all()
+    finally:
+        await engine.dispose()
+    assert ids == list(range(14_999, 14_948, -1))
+
+    def scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+        found = [node] if "Scan" in node["Node Type"] else []
+        return found + [s for child in node.get("Plans", []) for s in scans(child)]
+
+    [scan] = scans(plan[0]["Plan"])
+    examined = scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)
+    assert examined <= 100, scan
