@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from flightdeck_common.db_pool import TimeoutCountingQueuePool
@@ -83,7 +84,6 @@ def create_engine(settings: CommonSettings) -> AsyncEngine:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url, settings)
-    statement_timeout_ms = int(settings.database_statement_timeout_seconds * 1000)
     return create_async_engine(
         url,
         echo=settings.database_echo,
@@ -93,16 +93,37 @@ def create_engine(settings: CommonSettings) -> AsyncEngine:
         pool_timeout=settings.database_pool_timeout_seconds,
         pool_recycle=1800,
         pool_pre_ping=True,
-        connect_args={
-            "timeout": settings.database_connect_timeout_seconds,
-            "command_timeout": settings.database_statement_timeout_seconds + 1,
-            "server_settings": {
-                "application_name": f"flightdeck-{settings.service_name}",
-                "statement_timeout": str(statement_timeout_ms),
-                "idle_in_transaction_session_timeout": "60000",
-            },
-        },
+        connect_args=_postgres_connect_args(settings),
     )
+
+
+def create_probe_engine(settings: CommonSettings) -> AsyncEngine | None:
+    """An engine without a pool for the readiness probe (PostgreSQL; None on SQLite).
+
+    Each probe opens and closes its own connection, so a pool busy with requests (every
+    connection checked out, requests queueing) does not make the replica look down: the
+    ingress would take it out exactly when it is loaded, and with a single replica answer
+    503 for everything. Whether the database answers is what readiness asks.
+    """
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return None
+    return create_async_engine(
+        url, poolclass=NullPool, connect_args=_postgres_connect_args(settings)
+    )
+
+
+def _postgres_connect_args(settings: CommonSettings) -> dict[str, Any]:
+    statement_timeout_ms = int(settings.database_statement_timeout_seconds * 1000)
+    return {
+        "timeout": settings.database_connect_timeout_seconds,
+        "command_timeout": settings.database_statement_timeout_seconds + 1,
+        "server_settings": {
+            "application_name": f"flightdeck-{settings.service_name}",
+            "statement_timeout": str(statement_timeout_ms),
+            "idle_in_transaction_session_timeout": "60000",
+        },
+    }
 
 
 def _create_sqlite_engine(url: URL, settings: CommonSettings) -> AsyncEngine:

@@ -29,7 +29,8 @@ class ReadinessCheck:
 
 
 async def _database(resources: Resources) -> None:
-    await ping(resources.engine)
+    # Its own connection, not one from the request pool (see db.create_probe_engine).
+    await ping(resources.probe_engine or resources.engine)
 
 
 async def _redis(resources: Resources) -> None:

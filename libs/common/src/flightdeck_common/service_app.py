@@ -17,7 +17,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flightdeck_common.db import create_engine, create_read_sessionmaker, create_sessionmaker
+from flightdeck_common.db import (
+    create_engine,
+    create_probe_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+)
 from flightdeck_common.db_pool import DatabasePoolCollector
 from flightdeck_common.errors import install_error_handlers
 from flightdeck_common.health import DATABASE_CHECK, REDIS_CHECK, ReadinessCheck, health_router
@@ -162,6 +167,9 @@ async def _open_resources(
 ) -> Resources:
     engine = create_engine(settings)
     stack.push_async_callback(engine.dispose)
+    probe_engine = create_probe_engine(settings)
+    if probe_engine is not None:
+        stack.push_async_callback(probe_engine.dispose)
     if settings.migrate_on_start and spec.migrations_dir is not None:
         await upgrade_to_head(engine, spec.migrations_dir)
     redis = None
@@ -173,6 +181,7 @@ async def _open_resources(
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
         read_sessionmaker=create_read_sessionmaker(engine),
+        probe_engine=probe_engine,
         redis=redis,
         rate_limiter=RateLimiter(settings.redis_url, limits_from_settings(settings)),
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.pool import QueuePool
 
 from flightdeck_common.db_pool import POOL_CONNECTIONS, POOL_SIZE, POOL_STATES
+from flightdeck_common.dependencies import SessionDep
 from flightdeck_common.resources import Resources
 from flightdeck_common.service_app import ServiceSpec, create_service_app
 from flightdeck_common.settings import CommonSettings
@@ -63,10 +64,21 @@ class Pooled:
         return found
 
 
+router = APIRouter(prefix="/pooled")
+
+
+@router.get("/one")
+async def read_one(session: SessionDep) -> dict[str, int]:
+    """A request that needs a pooled connection."""
+    return {"one": int((await session.execute(text("SELECT 1"))).scalar_one())}
+
+
 def _app(database_url: str, **settings: Any) -> FastAPI:
     return create_service_app(
         _Settings(_env_file=None, database_url=database_url, log_json=False, **settings),
-        ServiceSpec(title="Pooled", description="Pool metrics test service", version="1"),
+        ServiceSpec(
+            title="Pooled", description="Pool metrics test service", version="1", routers=[router]
+        ),
     )
 
 
@@ -132,8 +144,10 @@ async def test_overflow_and_wait_timeouts_on_postgres(postgres_database_url: str
                     pass
             assert (await service.scrape())[(WAIT_TIMEOUTS, ())] == timeouts_before + 1
             # A request meeting the exhausted pool is a 503, and counted too.
-            ready = await service.client.get("/readyz")
-            assert ready.status_code == 503
+            answer = await service.client.get("/pooled/one")
+            assert answer.status_code == 503
+            # Readiness has a connection of its own: a busy pool is not a down database.
+            assert (await service.client.get("/readyz")).status_code == 200
         assert (await service.scrape())[(WAIT_TIMEOUTS, ())] == timeouts_before + 2
         # The overflow connection is closed when returned; the pool keeps its one.
         assert await service.pool() == {"checked_out": 0, "idle": 1, "overflow": 0, "size": 1}

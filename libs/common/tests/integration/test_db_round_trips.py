@@ -186,3 +186,27 @@ async def test_a_connection_that_died_just_after_use_fails_once_then_the_pool_re
             await _backend_pid(engine)
         assert excinfo.value.connection_invalidated
         assert await _backend_pid(engine) not in victims
+
+
+async def test_readiness_does_not_wait_for_a_busy_pool(postgres_database_url: str) -> None:
+    """Every pooled connection checked out by requests: /readyz still answers at once,
+    from a connection of its own (the ingress must not take a loaded replica out)."""
+    app = create_service_app(
+        _Settings(
+            _env_file=None,
+            database_url=postgres_database_url,
+            log_json=False,
+            database_pool_size=1,
+            database_max_overflow=0,
+            database_pool_timeout_seconds=5,
+            readiness_timeout_seconds=1,
+        ),
+        ServiceSpec(title="Trips", description="Round-trip test service", version="1"),
+    )
+    async with running_app(app) as client:
+        engine: AsyncEngine = app.state.resources.engine
+        async with engine.connect() as busy:  # the pool's only connection
+            await busy.execute(sa.select(1))
+            response = await client.get("/readyz")
+        assert response.status_code == 200, response.text
+        assert response.json()["checks"]["database"]["status"] == "ok"
