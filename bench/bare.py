@@ -102,17 +102,24 @@ SELECT count(v), avg(v), percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM (
     SELECT CAST(round(CAST(EXTRACT(epoch FROM first_deployed_at - committed) AS numeric), 3)
                 AS float8) AS v
     FROM (
-        SELECT min(coalesce(commit.committed_at, commit.authored_at, commit.pushed_at))
-                   AS committed,
-               min(deployed.succeeded_at) AS first_deployed_at
-        FROM changes AS commit
-        JOIN bounds ON bounds.repository = commit.repository
-        JOIN deployed ON deployed.repository = commit.repository
-            AND deployed.succeeded_at >= $1 AND commit.pushed_at <= deployed.deployed_push_at
-        WHERE commit.pushed_at <= bounds.window_push
-          AND (bounds.before_push IS NULL OR commit.pushed_at > bounds.before_push)
-        GROUP BY commit.id
+        SELECT kind, committed,
+               min(succeeded_at) OVER (PARTITION BY repository
+                                       ORDER BY pushed_at DESC, kind
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                   AS first_deployed_at
+        FROM (
+            SELECT repository, deployed_push_at AS pushed_at, 0 AS kind, succeeded_at,
+                   NULL::timestamptz AS committed
+            FROM deployed WHERE succeeded_at >= $1
+            UNION ALL
+            SELECT commit.repository, commit.pushed_at, 1, NULL::timestamptz,
+                   coalesce(commit.committed_at, commit.authored_at, commit.pushed_at)
+            FROM changes AS commit JOIN bounds ON bounds.repository = commit.repository
+            WHERE commit.pushed_at <= bounds.window_push
+              AND (bounds.before_push IS NULL OR commit.pushed_at > bounds.before_push)
+        ) AS merged
     ) AS first_deployments
+    WHERE kind = 1
 ) AS summarized
 """
 DORA_INCIDENTS = "SELECT count(*) FROM incidents WHERE opened_at >= $1 AND opened_at < $2"
@@ -283,7 +290,10 @@ class BareApp:
             created_at, pk = _decode_cursor(query["cursor"])
             args += [created_at, pk]
             n = len(args)
-            where.append(f"(created_at < ${n - 1} OR (created_at = ${n - 1} AND id < ${n}))")
+            where.append(
+                f"created_at <= ${n - 1} "
+                f"AND (created_at < ${n - 1} OR (created_at = ${n - 1} AND id < ${n}))"
+            )
         limit = 50
         sql = (
             f"SELECT {RUN_COLUMNS} FROM runs"

@@ -26,7 +26,11 @@ async def pipeline_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator
     """Runs after the events hook: the change bus exists by then."""
     settings = resources.settings
     assert isinstance(settings, Settings)
-    cache = MetricsCache(resources.redis, settings.metrics_cache_ttl_seconds)
+    cache = MetricsCache(
+        resources.redis,
+        settings.metrics_cache_ttl_seconds,
+        max_concurrent=settings.metrics_max_concurrent_computations,
+    )
     app.state.metrics_cache = cache
     app.state.pipeline_runtime = PipelineRuntime(
         settings=settings,

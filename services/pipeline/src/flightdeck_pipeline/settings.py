@@ -31,6 +31,9 @@ class Settings(CommonSettings):
     sse_replay_limit: int = Field(1000, ge=1, le=100_000)
     # Stats/history/DORA answers are cached this long (and dropped on every write).
     metrics_cache_ttl_seconds: int = Field(60, ge=0, le=3600)
+    # Stats/history/DORA answers one process computes at once; more requests wait their
+    # turn (and then find the answer cached): PostgreSQL is not swamped by a burst.
+    metrics_max_concurrent_computations: int = Field(4, ge=1, le=64)
     # Webhook deliveries one process works on at once (their own group, apart from the
     # API's max_concurrent_requests); more get 503 `overloaded`, and GitHub can redeliver.
     webhook_max_concurrent_deliveries: int = Field(16, ge=0, le=1000)

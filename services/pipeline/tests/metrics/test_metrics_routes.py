@@ -3,6 +3,7 @@ through Redis, shared by replicas)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -271,3 +272,50 @@ async def test_metrics_cache_in_process_ttl_and_disabled(monkeypatch: pytest.Mon
     disabled, compute = MetricsCache(None, 0), Counter()
     for expected in (1, 2):
         assert await disabled.get_or_compute("dora", {}, compute) == {"value": expected}
+
+
+class SlowCounter(Counter):
+    """Counts computations and the most running at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most = 0
+
+    async def __call__(self) -> Answer:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.02)
+            return await super().__call__()
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("with_redis", [False, True])
+async def test_metrics_cache_computes_a_burst_of_one_question_at_most_once_per_slot(
+    with_redis: bool, request: pytest.FixtureRequest
+) -> None:
+    redis = create_redis(request.getfixturevalue("redis_url")) if with_redis else None
+    try:
+        cache, compute = MetricsCache(redis, 60, max_concurrent=2), SlowCounter()
+        if redis is not None:
+            await cache.invalidate()  # a generation of this test's own
+        answers = await asyncio.gather(
+            *(cache.get_or_compute("dora", {"burst": 1}, compute) for _ in range(20))
+        )
+        # The two first in line compute; the 18 waiting find the answer cached after them.
+        assert compute.calls == 2
+        assert {answer["value"] for answer in answers} <= {1, 2}
+    finally:
+        if redis is not None:
+            await redis.aclose()
+
+
+async def test_metrics_cache_bounds_computations_running_at_once() -> None:
+    uncached, compute = MetricsCache(None, 0, max_concurrent=3), SlowCounter()
+    answers = await asyncio.gather(
+        *(uncached.get_or_compute("stats", {}, compute) for _ in range(12))
+    )
+    assert sorted(a["value"] for a in answers) == list(range(1, 13))  # each one computed
+    assert compute.most == 3

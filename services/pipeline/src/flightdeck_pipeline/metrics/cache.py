@@ -1,5 +1,11 @@
 """Cache of the stats/history/DORA answers, dropped on every write.
 
+Computations are bounded: at most ``max_concurrent`` answers are computed at once per
+process. The others wait their turn, then look in the cache again, so a burst of one
+question is computed at most ``max_concurrent`` times when caching is on. Without the
+bound, 32 clients asking for DORA over 1M runs ran 32 heavy queries at once: PostgreSQL's
+CPU was saturated, readiness probes timed out and the ingress took the replica out.
+
 Entries live under a key that includes a *generation* number; ``invalidate()`` bumps the
 generation, so every older entry is unreachable at once (and expires by its TTL). With
 Redis the generation is a shared counter (``INCR``), so a write on one replica
@@ -9,6 +15,7 @@ entries are in-process (one replica, the embedded mode).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -28,6 +35,7 @@ KEY_PREFIX = "flightdeck:pipeline:metrics:"
 GENERATION_KEY = KEY_PREFIX + "generation"
 # In-process entries kept at most (oldest dropped first); Redis bounds itself by TTL.
 MAX_LOCAL_ENTRIES = 512
+DEFAULT_MAX_CONCURRENT = 4
 
 CACHE_LOOKUPS = counter(
     "flightdeck_metrics_cache_total",
@@ -41,9 +49,14 @@ Compute = Callable[[], Awaitable[BaseModel]]
 class MetricsCache:
     """JSON answers cached for ``ttl_seconds`` (0 disables caching), per generation."""
 
-    def __init__(self, redis: Redis | None, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis | None, ttl_seconds: int, max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
         self.redis = redis
         self.ttl_seconds = ttl_seconds
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._generation = 0
         self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
         self._redis_failing = False
@@ -71,18 +84,31 @@ class MetricsCache:
         """
         if self.ttl_seconds <= 0:
             CACHE_LOOKUPS.labels(name, "miss").inc()
-            return (await compute()).model_dump(mode="json")
+            return await self._compute(compute)
         if self.redis is not None:
             return await self._through_redis(name, params, compute)
         key = self._key(self._generation, name, params)
+        answer = self._local_entry(key)
+        if answer is not None:
+            CACHE_LOOKUPS.labels(name, "hit").inc()
+            return answer
+        CACHE_LOOKUPS.labels(name, "miss").inc()
+        async with self._slots:
+            answer = self._local_entry(key)  # computed while this request waited its turn
+            if answer is None:
+                answer = (await compute()).model_dump(mode="json")
+                self._store_locally(key, answer)
+        return answer
+
+    async def _compute(self, compute: Compute) -> dict[str, Any]:
+        async with self._slots:
+            return (await compute()).model_dump(mode="json")
+
+    def _local_entry(self, key: str) -> dict[str, Any] | None:
         entry = self._entries.get(key)
         if entry is not None and entry[0] > time.monotonic():
-            CACHE_LOOKUPS.labels(name, "hit").inc()
             return entry[1]
-        CACHE_LOOKUPS.labels(name, "miss").inc()
-        answer = (await compute()).model_dump(mode="json")
-        self._store_locally(key, answer)
-        return answer
+        return None
 
     async def _through_redis(
         self, name: str, params: dict[str, Any], compute: Compute
@@ -93,28 +119,42 @@ class MetricsCache:
             # stored under this generation or an older one, never a newer one.
             generation = int(await self.redis.get(GENERATION_KEY) or 0)
             key = self._key(generation, name, params)
-            cached = await self.redis.get(key)
+            answer = await self._redis_entry(key)
             self._redis_recovered()
         except (RedisError, OSError, ValueError) as exc:
             self._redis_failed(exc)
             CACHE_LOOKUPS.labels(name, "error").inc()
-            return (await compute()).model_dump(mode="json")
-        if cached is not None:
-            try:
-                answer: dict[str, Any] = json.loads(cached)
-            except ValueError:
-                logger.warning("dropping an unreadable metrics cache entry %s", key)
-            else:
-                CACHE_LOOKUPS.labels(name, "hit").inc()
-                return answer
+            return await self._compute(compute)
+        if answer is not None:
+            CACHE_LOOKUPS.labels(name, "hit").inc()
+            return answer
         CACHE_LOOKUPS.labels(name, "miss").inc()
-        answer = (await compute()).model_dump(mode="json")
+        async with self._slots:
+            try:  # computed (here or on another replica) while this request waited its turn
+                answer = await self._redis_entry(key)
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+            if answer is not None:
+                return answer
+            answer = (await compute()).model_dump(mode="json")
         try:
             await self.redis.set(
                 key, json.dumps(answer, separators=(",", ":")), ex=self.ttl_seconds
             )
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)
+        return answer
+
+    async def _redis_entry(self, key: str) -> dict[str, Any] | None:
+        assert self.redis is not None
+        cached = await self.redis.get(key)
+        if cached is None:
+            return None
+        try:
+            answer: dict[str, Any] = json.loads(cached)
+        except ValueError:
+            logger.warning("dropping an unreadable metrics cache entry %s", key)
+            return None
         return answer
 
     @staticmethod
