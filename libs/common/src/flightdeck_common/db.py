@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
 
 from flightdeck_common.db_pool import TimeoutCountingQueuePool
@@ -98,18 +98,26 @@ def create_engine(settings: CommonSettings) -> AsyncEngine:
 
 
 def create_probe_engine(settings: CommonSettings) -> AsyncEngine | None:
-    """An engine without a pool for the readiness probe (PostgreSQL; None on SQLite).
+    """An engine of one connection for the readiness probe (PostgreSQL; None on SQLite).
 
-    Each probe opens and closes its own connection, so a pool busy with requests (every
-    connection checked out, requests queueing) does not make the replica look down: the
-    ingress would take it out exactly when it is loaded, and with a single replica answer
-    503 for everything. Whether the database answers is what readiness asks.
+    The probe keeps its own warm connection, apart from the request pool, so a pool busy
+    with requests (every connection checked out, requests queueing) does not make the
+    replica look down: the ingress would take it out exactly when it is loaded, and with a
+    single replica answer 503 for everything. Whether the database answers is what
+    readiness asks. The connection is pre-pinged (it sits idle between probes), so one
+    that died with a database restart is replaced within the same probe.
     """
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return None
     return create_async_engine(
-        url, poolclass=NullPool, connect_args=_postgres_connect_args(settings)
+        url,
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=settings.readiness_timeout_seconds,
+        pool_pre_ping=True,
+        connect_args=_postgres_connect_args(settings),
     )
 
 

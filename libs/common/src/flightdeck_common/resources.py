@@ -23,7 +23,7 @@ class Resources:
     extras: dict[str, Any] = field(default_factory=dict)
     # Sessions for requests that only read (``ReadSessionDep``); None: ``sessionmaker``.
     read_sessionmaker: async_sessionmaker[AsyncSession] | None = None
-    # Unpooled engine of the readiness probe (``db.create_probe_engine``); None: ``engine``.
+    # One-connection engine of the readiness probe (``db.create_probe_engine``); None: ``engine``.
     probe_engine: AsyncEngine | None = None
 
 
