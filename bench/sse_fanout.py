@@ -36,7 +36,11 @@ from urllib.parse import urlsplit
 
 from bench.report import fanout_summary, percentile
 from bench.webhook_load import BodyFactory
-from flightdeck_common.testing.webhook_flood import read_response, signed_delivery
+from flightdeck_common.testing.webhook_flood import (
+    TRANSPORT_ERRORS,
+    KeepAliveConnections,
+    signed_delivery,
+)
 
 RUN_ID = re.compile(rb'"run_id":\s*(\d+)')
 RUN_UPDATED = b"event: run.updated"
@@ -157,7 +161,7 @@ class Webhooks:
         self.prefix = args.delivery_prefix
         self.bodies = BodyFactory(args.repository)
         self.next_run_id: int = args.run_id_base
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.connections = KeepAliveConnections(self.host, self.port, WEBHOOK_TIMEOUT_SECONDS)
         self.measured: dict[int, tuple[float, float]] = {}  # run id -> (sent, acknowledged)
         self.ack_ms: list[float] = []
         self.statuses: Counter[str] = Counter()
@@ -167,27 +171,14 @@ class Webhooks:
             self.host, self.port, self.path, self.secret, self.bodies.body(run_id),
             f"{self.prefix}-{run_id}", "bench-sse",
         )  # fmt: skip
-        connection = None
         sent = time.perf_counter()
         try:
-            async with asyncio.timeout(WEBHOOK_TIMEOUT_SECONDS):
-                connection = self.idle.pop() if self.idle else None
-                if connection is None:
-                    connection = await asyncio.open_connection(self.host, self.port)
-                reader, writer = connection
-                writer.write(data)
-                status, headers, _ = await read_response(reader)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
-            if connection is not None:
-                connection[1].close()
+            status, _, _ = await self.connections.exchange(data)
+        except TRANSPORT_ERRORS as exc:
             self.statuses[type(exc).__name__] += 1
             return
         acked = time.perf_counter()
         self.statuses[str(status)] += 1
-        if headers.get("connection", "").lower() == "close":
-            writer.close()
-        else:
-            self.idle.append(connection)
         if measured and 200 <= status < 300:
             self.measured[run_id] = (sent, acked)
             self.ack_ms.append((acked - sent) * 1000)
@@ -204,8 +195,7 @@ class Webhooks:
         await asyncio.gather(*tasks)
 
     def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+        self.connections.close()
 
 
 async def connect_all(

@@ -42,9 +42,8 @@ class Flood:
         self.secret = os.environ[args.secret_env].encode()
         url = urlsplit(args.url)
         self.host, self.port, self.path = url.hostname or "127.0.0.1", url.port or 80, url.path
-        self.timeout = args.timeout
         self.next_run_id = args.run_id_base
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.connections = KeepAliveConnections(self.host, self.port, args.timeout)
         self.statuses: Counter[str] = Counter()
         self.codes: Counter[str] = Counter()
         self.acknowledged: list[int] = []
@@ -61,33 +60,56 @@ class Flood:
         self.next_run_id += 1
         data = self.request(run_id)
         began = time.monotonic()
-        connection = None
         try:
-            async with asyncio.timeout(self.timeout):
-                reused = bool(self.idle)
-                connection = (
-                    self.idle.pop()
-                    if reused
-                    else await asyncio.open_connection(self.host, self.port)
-                )
-                reader, writer = connection
-                writer.write(data)
-                status, headers, body = await read_response(reader)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
-            if connection is not None:
-                connection[1].close()
+            status, headers, body = await self.connections.exchange(data)
+        except TRANSPORT_ERRORS as exc:
             self.statuses[type(exc).__name__] += 1
             return
         self.latencies.append(time.monotonic() - began)
         self.statuses[str(status)] += 1
-        if headers.get("connection", "").lower() == "close":
-            writer.close()
-        else:
-            self.idle.append(connection)
         if 200 <= status < 300:
             self.acknowledged.append(run_id)
         elif headers.get("content-type", "").startswith("application/problem+json"):
             self.codes[str(json.loads(body).get("code"))] += 1
+
+    def close(self) -> None:
+        self.connections.close()
+
+
+# What a raw exchange raises when the connection or the answer fails.
+TRANSPORT_ERRORS = (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError)
+
+
+class KeepAliveConnections:
+    """Raw HTTP/1.1 exchanges with one server over kept-alive connections: an idle one is
+    reused, else a new one opened; a connection the server closes (or that fails) is
+    dropped."""
+
+    def __init__(self, host: str, port: int, timeout_seconds: float) -> None:
+        self.host, self.port, self.timeout_seconds = host, port, timeout_seconds
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def exchange(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
+        """Send one request and read its answer (status, headers, body) within the timeout;
+        raises one of ``TRANSPORT_ERRORS`` when the connection or the answer fails."""
+        connection = None
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                connection = self.idle.pop() if self.idle else None
+                if connection is None:
+                    connection = await asyncio.open_connection(self.host, self.port)
+                reader, writer = connection
+                writer.write(data)
+                status, headers, body = await read_response(reader)
+        except TRANSPORT_ERRORS:
+            if connection is not None:
+                connection[1].close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append(connection)
+        return status, headers, body
 
     def close(self) -> None:
         for _, writer in self.idle:
