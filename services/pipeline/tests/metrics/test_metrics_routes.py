@@ -304,8 +304,15 @@ async def test_metrics_cache_computes_a_burst_of_one_question_at_most_once_per_s
         answers = await asyncio.gather(
             *(cache.get_or_compute("dora", {"burst": 1}, compute) for _ in range(20))
         )
-        # The two first in line compute; the 18 waiting find the answer cached after them.
-        assert compute.calls == 2
+        # At most the two first in line compute; the 18 waiting find the answer cached
+        # after them. Through Redis the second one's look before computing is a round
+        # trip of its own, which on a loaded machine can land after the first has stored
+        # its answer: then it computes nothing and the burst costs one computation.
+        # (Unbounded, the 20 would all compute.)
+        if with_redis:
+            assert 1 <= compute.calls <= 2
+        else:
+            assert compute.calls == 2
         assert {answer["value"] for answer in answers} <= {1, 2}
     finally:
         if redis is not None:
