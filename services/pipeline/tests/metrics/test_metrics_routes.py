@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ from flightdeck_common.testing.service_checks import bearer, running_app
 from flightdeck_pipeline.db import Base
 from flightdeck_pipeline.metrics.cache import MetricsCache
 from flightdeck_pipeline.metrics.router import router
+from flightdeck_pipeline.metrics.schemas import RunStats
 from flightdeck_pipeline.settings import Settings
 
 from .conftest import add_runs, make_run
@@ -136,7 +139,12 @@ async def test_metrics_routes_answer_and_cache(metrics_client: MetricsApp) -> No
     # A write the cache was not told about: the cached answer is served.
     await metrics_client.add_run("acme/web")
     repeat = await client.get("/pipelines/stats", headers=headers)
-    assert repeat.json() == first.json()
+    assert repeat.content == first.content  # the stored bytes, served as they are
+    assert repeat.headers["content-type"] == "application/json"
+    # Those bytes are the response model's own serialization (FastAPI no longer checks).
+    assert RunStats.model_validate_json(repeat.content).model_dump_json().encode() == (
+        repeat.content
+    )
     assert cache_count("stats", "miss") == misses + 1
     assert cache_count("stats", "hit") == hits + 1
 
@@ -211,6 +219,11 @@ class Answer(BaseModel):
     value: int
 
 
+def cached_body(value: int) -> bytes:
+    """The response body the cache keeps for ``Answer(value=value)``."""
+    return b'{"value":%d}' % value
+
+
 class Counter:
     def __init__(self) -> None:
         self.calls = 0
@@ -225,18 +238,64 @@ async def test_metrics_cache_shared_by_replicas_through_redis(redis_url: str) ->
     try:
         replica_a, replica_b = MetricsCache(first, 60), MetricsCache(second, 60)
         compute = Counter()
-        assert await replica_a.get_or_compute("stats", {"x": 1}, compute) == {"value": 1}
+        assert await replica_a.get_or_compute("stats", {"x": 1}, compute) == cached_body(1)
         # The other replica reads the same entry...
-        assert await replica_b.get_or_compute("stats", {"x": 1}, compute) == {"value": 1}
+        assert await replica_b.get_or_compute("stats", {"x": 1}, compute) == cached_body(1)
         assert compute.calls == 1
         # ...and sees an invalidation made by the first one.
         await replica_a.invalidate()
-        assert await replica_b.get_or_compute("stats", {"x": 1}, compute) == {"value": 2}
-        assert await replica_a.get_or_compute("stats", {"x": 1}, compute) == {"value": 2}
-        assert await replica_a.get_or_compute("stats", {"x": 2}, compute) == {"value": 3}
+        assert await replica_b.get_or_compute("stats", {"x": 1}, compute) == cached_body(2)
+        assert await replica_a.get_or_compute("stats", {"x": 1}, compute) == cached_body(2)
+        assert await replica_a.get_or_compute("stats", {"x": 2}, compute) == cached_body(3)
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_metrics_cache_hit_through_redis_is_one_round_trip(redis_url: str) -> None:
+    redis = create_redis(redis_url)
+    commands: list[str] = []
+    execute = redis.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return await execute(*args, **options)
+
+    try:
+        cache, compute = MetricsCache(redis, 60), Counter()
+        await cache.invalidate()  # a generation of this test's own
+        assert await cache.get_or_compute("stats", {"one": "trip"}, compute) == cached_body(1)
+        redis.execute_command = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            assert await cache.get_or_compute("stats", {"one": "trip"}, compute) == cached_body(1)
+        # The generation and its entry, read together by the lookup script.
+        assert commands == ["EVALSHA"] * 3
+        assert compute.calls == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_metrics_cache_ignores_an_unreadable_entry(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = create_redis(redis_url)
+    try:
+        cache, compute = MetricsCache(redis, 60), Counter()
+        await cache.invalidate()
+        assert await cache.get_or_compute("history", {"bad": 1}, compute) == cached_body(1)
+        generation = int(await redis.get("flightdeck:pipeline:metrics:generation") or 0)
+        entries = [
+            key
+            async for key in redis.scan_iter(f"flightdeck:pipeline:metrics:{generation}:history:*")
+        ]
+        assert len(entries) == 1
+        await redis.set(entries[0], b"<html>not an answer</html>", ex=60)
+        with caplog.at_level(logging.WARNING, logger="flightdeck_pipeline.metrics.cache"):
+            assert await cache.get_or_compute("history", {"bad": 1}, compute) == cached_body(2)
+        assert any("unreadable" in r.getMessage() for r in caplog.records)
+        assert await redis.get(entries[0]) == cached_body(2)  # replaced by the new answer
+    finally:
+        await redis.aclose()
 
 
 async def test_metrics_cache_computes_when_redis_is_down(
@@ -250,7 +309,7 @@ async def test_metrics_cache_computes_when_redis_is_down(
         with caplog.at_level(logging.WARNING, logger="flightdeck_pipeline.metrics.cache"):
             for expected in (1, 2, 3):
                 answer = await cache.get_or_compute("history", {}, compute)
-                assert answer == {"value": expected}
+                assert answer == cached_body(expected)
             await cache.invalidate()  # does not raise either
         assert cache_count("history", "error") == errors + 3
         warnings = [r for r in caplog.records if r.name == "flightdeck_pipeline.metrics.cache"]
@@ -263,15 +322,15 @@ async def test_metrics_cache_in_process_ttl_and_disabled(monkeypatch: pytest.Mon
     clock = [1000.0]
     monkeypatch.setattr("flightdeck_pipeline.metrics.cache.time.monotonic", lambda: clock[0])
     cache, compute = MetricsCache(None, 30), Counter()
-    assert await cache.get_or_compute("dora", {"w": 30}, compute) == {"value": 1}
+    assert await cache.get_or_compute("dora", {"w": 30}, compute) == cached_body(1)
     clock[0] += 29
-    assert await cache.get_or_compute("dora", {"w": 30}, compute) == {"value": 1}
+    assert await cache.get_or_compute("dora", {"w": 30}, compute) == cached_body(1)
     clock[0] += 2  # past the TTL
-    assert await cache.get_or_compute("dora", {"w": 30}, compute) == {"value": 2}
+    assert await cache.get_or_compute("dora", {"w": 30}, compute) == cached_body(2)
 
     disabled, compute = MetricsCache(None, 0), Counter()
     for expected in (1, 2):
-        assert await disabled.get_or_compute("dora", {}, compute) == {"value": expected}
+        assert await disabled.get_or_compute("dora", {}, compute) == cached_body(expected)
 
 
 class SlowCounter(Counter):
@@ -313,7 +372,7 @@ async def test_metrics_cache_computes_a_burst_of_one_question_at_most_once_per_s
             assert 1 <= compute.calls <= 2
         else:
             assert compute.calls == 2
-        assert {answer["value"] for answer in answers} <= {1, 2}
+        assert set(answers) <= {cached_body(1), cached_body(2)}
     finally:
         if redis is not None:
             await redis.aclose()
@@ -324,5 +383,5 @@ async def test_metrics_cache_bounds_computations_running_at_once() -> None:
     answers = await asyncio.gather(
         *(uncached.get_or_compute("stats", {}, compute) for _ in range(12))
     )
-    assert sorted(a["value"] for a in answers) == list(range(1, 13))  # each one computed
+    assert sorted(json.loads(a)["value"] for a in answers) == list(range(1, 13))  # each computed
     assert compute.most == 3

@@ -11,6 +11,11 @@ generation, so every older entry is unreachable at once (and expires by its TTL)
 Redis the generation is a shared counter (``INCR``), so a write on one replica
 invalidates the answers cached by all of them; without Redis both the counter and the
 entries are in-process (one replica, the embedded mode).
+
+An answer is kept as the JSON bytes the client receives (the model serialized as FastAPI
+would: by alias, compact), and a hit serves those bytes as they are: no decoding, no
+validation, no encoding again. Through Redis a hit is one round trip: a script reads the
+generation and the entry of that generation together.
 """
 
 from __future__ import annotations
@@ -43,11 +48,25 @@ CACHE_LOOKUPS = counter(
     ("endpoint", "result"),
 )
 
+# KEYS[1]: the generation counter; ARGV: the entry key's parts before and after it.
+# Returns {generation, entry or false}: one round trip for a lookup. (The entry key is
+# built inside the script, so it is not declared in KEYS: fine on one Redis server or a
+# replicated one, not on Redis Cluster, which Flightdeck does not use.)
+LOOKUP_SCRIPT = """
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
+"""
+
 Compute = Callable[[], Awaitable[BaseModel]]
 
 
+def answer_bytes(answer: BaseModel) -> bytes:
+    """``answer`` as the response body FastAPI would make of it (by alias, compact JSON)."""
+    return answer.model_dump_json(by_alias=True).encode()
+
+
 class MetricsCache:
-    """JSON answers cached for ``ttl_seconds`` (0 disables caching), per generation."""
+    """JSON answers (bytes) cached for ``ttl_seconds`` (0 disables caching), per generation."""
 
     def __init__(
         self, redis: Redis | None, ttl_seconds: int, max_concurrent: int = DEFAULT_MAX_CONCURRENT
@@ -58,8 +77,9 @@ class MetricsCache:
         self.ttl_seconds = ttl_seconds
         self._slots = asyncio.Semaphore(max_concurrent)
         self._generation = 0
-        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._entries: dict[str, tuple[float, bytes]] = {}
         self._redis_failing = False
+        self._lookup = redis.register_script(LOOKUP_SCRIPT) if redis is not None else None
 
     async def invalidate(self) -> None:
         """Make every cached answer stale (on this replica and, with Redis, on all)."""
@@ -73,10 +93,9 @@ class MetricsCache:
                 # Entries written before the outage stay readable until their TTL ends.
                 self._redis_failed(exc)
 
-    async def get_or_compute(
-        self, name: str, params: dict[str, Any], compute: Compute
-    ) -> dict[str, Any]:
-        """The cached answer of ``name`` for ``params``, else ``compute()``'s (then cached).
+    async def get_or_compute(self, name: str, params: dict[str, Any], compute: Compute) -> bytes:
+        """The cached answer of ``name`` for ``params``, else ``compute()``'s (then cached),
+        as the JSON bytes of the response body.
 
         ``params`` must be JSON-serializable (datetimes are rendered with ``str``) and
         complete: two requests with the same params share an answer. A Redis failure
@@ -96,30 +115,30 @@ class MetricsCache:
         async with self._slots:
             answer = self._local_entry(key)  # computed while this request waited its turn
             if answer is None:
-                answer = (await compute()).model_dump(mode="json")
+                answer = answer_bytes(await compute())
                 self._store_locally(key, answer)
         return answer
 
-    async def _compute(self, compute: Compute) -> dict[str, Any]:
+    async def _compute(self, compute: Compute) -> bytes:
         async with self._slots:
-            return (await compute()).model_dump(mode="json")
+            return answer_bytes(await compute())
 
-    def _local_entry(self, key: str) -> dict[str, Any] | None:
+    def _local_entry(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
         return None
 
-    async def _through_redis(
-        self, name: str, params: dict[str, Any], compute: Compute
-    ) -> dict[str, Any]:
+    async def _through_redis(self, name: str, params: dict[str, Any], compute: Compute) -> bytes:
         assert self.redis is not None
+        assert self._lookup is not None
         try:
-            # Read the generation first: an answer computed afterwards can only be
-            # stored under this generation or an older one, never a newer one.
-            generation = int(await self.redis.get(GENERATION_KEY) or 0)
-            key = self._key(generation, name, params)
-            answer = await self._redis_entry(key)
+            # The generation is read with the entry: an answer computed afterwards can only
+            # be stored under this generation or an older one, never a newer one.
+            before, after = self._key_parts(name, params)
+            generation, cached = await self._lookup(keys=[GENERATION_KEY], args=[before, after])
+            key = f"{before}{int(generation)}{after}"
+            answer = self._readable(key, cached)
             self._redis_recovered()
         except (RedisError, OSError, ValueError) as exc:
             self._redis_failed(exc)
@@ -136,34 +155,42 @@ class MetricsCache:
                 self._redis_failed(exc)
             if answer is not None:
                 return answer
-            answer = (await compute()).model_dump(mode="json")
+            answer = answer_bytes(await compute())
         try:
-            await self.redis.set(
-                key, json.dumps(answer, separators=(",", ":")), ex=self.ttl_seconds
-            )
+            await self.redis.set(key, answer, ex=self.ttl_seconds)
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)
         return answer
 
-    async def _redis_entry(self, key: str) -> dict[str, Any] | None:
+    async def _redis_entry(self, key: str) -> bytes | None:
         assert self.redis is not None
-        cached = await self.redis.get(key)
-        if cached is None:
-            return None
-        try:
-            answer: dict[str, Any] = json.loads(cached)
-        except ValueError:
-            logger.warning("dropping an unreadable metrics cache entry %s", key)
-            return None
-        return answer
+        return self._readable(key, await self.redis.get(key))
 
     @staticmethod
-    def _key(generation: int, name: str, params: dict[str, Any]) -> str:
+    def _readable(key: str, cached: bytes | str | None) -> bytes | None:
+        """A stored answer, or None for none. Entries are served without being decoded:
+        one that is not a JSON object's bytes (only written by hand) is ignored."""
+        if cached is None:
+            return None
+        body = cached.encode() if isinstance(cached, str) else bytes(cached)
+        if not (body.startswith(b"{") and body.endswith(b"}")):
+            logger.warning("ignoring an unreadable metrics cache entry %s", key)
+            return None
+        return body
+
+    @staticmethod
+    def _key_parts(name: str, params: dict[str, Any]) -> tuple[str, str]:
+        """The entry key around its generation number: ``before + generation + after``."""
         canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
-        return f"{KEY_PREFIX}{generation}:{name}:{digest}"
+        return KEY_PREFIX, f":{name}:{digest}"
 
-    def _store_locally(self, key: str, answer: dict[str, Any]) -> None:
+    @classmethod
+    def _key(cls, generation: int, name: str, params: dict[str, Any]) -> str:
+        before, after = cls._key_parts(name, params)
+        return f"{before}{generation}{after}"
+
+    def _store_locally(self, key: str, answer: bytes) -> None:
         now = time.monotonic()
         if len(self._entries) >= MAX_LOCAL_ENTRIES:
             self._entries = {k: v for k, v in self._entries.items() if v[0] > now}

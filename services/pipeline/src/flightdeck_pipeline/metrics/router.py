@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import StringConstraints
 
 from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
@@ -63,6 +63,12 @@ def _distinct(values: list[str] | None) -> list[str]:
     return sorted(set(values or []))
 
 
+def _json(body: bytes) -> Response:
+    """The cache's answer as it is: the bytes were made from the response model (see
+    ``MetricsCache``), so FastAPI neither validates nor encodes them again."""
+    return Response(content=body, media_type="application/json")
+
+
 @router.get(
     "/stats",
     response_model=RunStats,
@@ -81,7 +87,7 @@ async def read_stats(
     until: Annotated[
         UtcDatetime | None, Query(description="Runs created before (ISO 8601 with offset).")
     ] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Run counts, success rate and duration percentiles over a time window."""
     if since is not None and until is not None and since >= until:
         raise InvalidTimeWindow("`since` must be before `until`.")
@@ -91,7 +97,7 @@ async def read_stats(
     async def compute() -> RunStats:
         return await run_stats(session, repositories=repositories or None, since=since, until=until)
 
-    return await cache.get_or_compute("stats", params, compute)
+    return _json(await cache.get_or_compute("stats", params, compute))
 
 
 @router.get("/history", response_model=RunHistory, status_code=200, summary="Runs per day")
@@ -106,7 +112,7 @@ async def read_history(
     per_repository: Annotated[
         bool, Query(description="One row per day and repository instead of per day.")
     ] = False,
-) -> dict[str, Any]:
+) -> Response:
     """Runs per UTC day over the last days, zero-filled."""
     repositories = _distinct(repository)
     now = utcnow()
@@ -135,7 +141,7 @@ async def read_history(
             items=items,
         )
 
-    return await cache.get_or_compute("history", params, compute)
+    return _json(await cache.get_or_compute("history", params, compute))
 
 
 @router.get("/dora", response_model=DoraReport, status_code=200, summary="DORA metrics")
@@ -149,7 +155,7 @@ async def read_dora(
     ] = 30,
     repository: RepositoryQuery = None,
     environment: EnvironmentQuery = None,
-) -> dict[str, Any]:
+) -> Response:
     """The four DORA metrics of the selected repositories and environments."""
     repositories = _distinct(repository)
     environments = sorted({e.lower() for e in environment or []})
@@ -170,4 +176,4 @@ async def read_dora(
             production_environments=production,
         )
 
-    return await cache.get_or_compute("dora", params, compute)
+    return _json(await cache.get_or_compute("dora", params, compute))
