@@ -36,6 +36,7 @@ import asyncpg  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
 # The service's percentile estimate from the duration histogram (a pure function).
+from flightdeck_pipeline.metrics.cache import LOOKUP_SCRIPT
 from flightdeck_pipeline.metrics.stats import estimate_percentile
 
 Scope = dict[str, Any]
@@ -358,11 +359,14 @@ class BareApp:
             }
 
     async def cached(self, name: str, query: dict[str, str]) -> bytes:
-        """Like the metrics cache with Redis: read the generation, then the entry."""
+        """Like the metrics cache with Redis: the generation and its entry in one round
+        trip (the same Lua script), the stored bytes served as they are."""
         assert self.redis is not None
-        generation = int(await self.redis.get("bench:bare:generation") or 0)
-        key = f"bench:bare:{generation}:{name}:{sorted(query.items())}"
-        cached = await self.redis.get(key)
+        after = f":{name}:{sorted(query.items())}"
+        generation, cached = await self.redis.eval(
+            LOOKUP_SCRIPT, 1, "bench:bare:generation", "bench:bare:", after
+        )
+        key = f"bench:bare:{int(generation)}{after}"
         if cached is not None:
             return cached if isinstance(cached, bytes) else cached.encode()
         answer = _json(await self.metric(name, query))
