@@ -55,22 +55,23 @@ class PipelineRuntime:
             production_environments=self.settings.production_environments,
         )
 
-    def schedule_after_commit(self, session: AsyncSession) -> None:
-        """Run :meth:`after_write` once the request's transaction has committed."""
+    def schedule_after_commit(self, session: AsyncSession, *scopes: str) -> None:
+        """Run :meth:`after_write` for ``scopes`` once the request's transaction committed."""
         loop = asyncio.get_running_loop()
 
         def committed(_: object) -> None:
-            task = loop.create_task(self.after_write())
+            task = loop.create_task(self.after_write(*scopes))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         event.listen(session.sync_session, "after_commit", committed, once=True)
 
-    async def after_write(self) -> None:
-        """Called after a committed write: cached aggregates are stale now."""
+    async def after_write(self, *scopes: str) -> None:
+        """Called after a committed write to ``scopes`` (``metrics.cache.RUNS``,
+        ``DEPLOYMENTS``; none named: all): the cached aggregates that read them are stale."""
         if self.metrics_cache is not None:
             try:
-                await self.metrics_cache.invalidate()
+                await self.metrics_cache.invalidate(*scopes)
             except Exception:
                 logger.exception("could not invalidate the metrics cache")
 

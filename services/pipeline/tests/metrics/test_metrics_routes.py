@@ -283,11 +283,9 @@ async def test_metrics_cache_ignores_an_unreadable_entry(
         cache, compute = MetricsCache(redis, 60), Counter()
         await cache.invalidate()
         assert await cache.get_or_compute("history", {"bad": 1}, compute) == cached_body(1)
-        generation = int(await redis.get("flightdeck:pipeline:metrics:generation") or 0)
-        entries = [
-            key
-            async for key in redis.scan_iter(f"flightdeck:pipeline:metrics:{generation}:history:*")
-        ]
+        generation = int(await redis.get("flightdeck:pipeline:metrics:generation:runs") or 0)
+        pattern = f"flightdeck:pipeline:metrics:runs:{generation}:history:*"
+        entries = [key async for key in redis.scan_iter(pattern)]
         assert len(entries) == 1
         await redis.set(entries[0], b"<html>not an answer</html>", ex=60)
         with caplog.at_level(logging.WARNING, logger="flightdeck_pipeline.metrics.cache"):

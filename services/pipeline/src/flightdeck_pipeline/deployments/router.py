@@ -33,6 +33,7 @@ from flightdeck_pipeline.deployments.schemas import (
     IncidentRead,
     IncidentResolve,
 )
+from flightdeck_pipeline.metrics.cache import DEPLOYMENTS
 from flightdeck_pipeline.outbox import audit
 
 router = APIRouter(prefix="/pipelines", tags=["deployments"], responses=USER_AUTH_RESPONSES)
@@ -129,7 +130,7 @@ async def create_deployment(
         status=body.status.value,
     )
     await rt.record_change(session, "deployment.updated", deployment.id)
-    rt.schedule_after_commit(session)
+    rt.schedule_after_commit(session, DEPLOYMENTS)
     return DeploymentRead.model_validate(deployment)
 
 
@@ -187,7 +188,7 @@ async def create_incident(
     await audit(
         session, "incident.opened", actor=user.username, subject=str(incident.id), title=body.title
     )
-    rt.schedule_after_commit(session)
+    rt.schedule_after_commit(session, DEPLOYMENTS)
     await session.refresh(incident)
     return IncidentRead.model_validate(incident)
 
@@ -217,5 +218,5 @@ async def resolve_incident(
         raise Conflict("An incident cannot be resolved before it opened.")
     incident.resolved_at = resolved_at
     await audit(session, "incident.resolved", actor=user.username, subject=str(incident.id))
-    rt.schedule_after_commit(session)
+    rt.schedule_after_commit(session, DEPLOYMENTS)
     return IncidentRead.model_validate(incident)

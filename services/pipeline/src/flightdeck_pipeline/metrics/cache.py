@@ -12,6 +12,11 @@ Redis the generation is a shared counter (``INCR``), so a write on one replica
 invalidates the answers cached by all of them; without Redis both the counter and the
 entries are in-process (one replica, the embedded mode).
 
+There is one generation per *scope*, the tables an answer reads: stats and history read
+runs (``RUNS``), DORA reads deployments, commits and incidents (``DEPLOYMENTS``). A write
+makes stale only the answers of what it wrote, so the steady stream of workflow run and
+job deliveries leaves a cached DORA answer cached, and a deployment leaves stats alone.
+
 An answer is kept as the JSON bytes the client receives (the model serialized as FastAPI
 would: by alias, compact), and a hit serves those bytes as they are: no decoding, no
 validation, no encoding again. Through Redis a hit is one round trip: a script reads the
@@ -37,7 +42,11 @@ from flightdeck_common.metrics import counter
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "flightdeck:pipeline:metrics:"
-GENERATION_KEY = KEY_PREFIX + "generation"
+# Scopes: what a write wrote, and what an answer reads.
+RUNS = "runs"  # runs, jobs and their rollups
+DEPLOYMENTS = "deployments"  # deployments and their statuses, commits, incidents
+SCOPES = (RUNS, DEPLOYMENTS)
+ENDPOINT_SCOPES = {"stats": RUNS, "history": RUNS, "dora": DEPLOYMENTS}
 # In-process entries kept at most (oldest dropped first); Redis bounds itself by TTL.
 MAX_LOCAL_ENTRIES = 512
 DEFAULT_MAX_CONCURRENT = 4
@@ -48,7 +57,7 @@ CACHE_LOOKUPS = counter(
     ("endpoint", "result"),
 )
 
-# KEYS[1]: the generation counter; ARGV: the entry key's parts before and after it.
+# KEYS[1]: the scope's generation counter; ARGV: the entry key's parts before and after it.
 # Returns {generation, entry or false}: one round trip for a lookup. (The entry key is
 # built inside the script, so it is not declared in KEYS: fine on one Redis server or a
 # replicated one, not on Redis Cluster, which Flightdeck does not use.)
@@ -65,6 +74,18 @@ def answer_bytes(answer: BaseModel) -> bytes:
     return answer.model_dump_json(by_alias=True).encode()
 
 
+def generation_key(scope: str) -> str:
+    """The Redis counter of ``scope``'s generation."""
+    return f"{KEY_PREFIX}generation:{scope}"
+
+
+def scope_of(name: str) -> str:
+    try:
+        return ENDPOINT_SCOPES[name]
+    except KeyError:
+        raise ValueError(f"no metrics cache scope for {name!r}") from None
+
+
 class MetricsCache:
     """JSON answers (bytes) cached for ``ttl_seconds`` (0 disables caching), per generation."""
 
@@ -76,18 +97,28 @@ class MetricsCache:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._generation = 0
+        self._generations = dict.fromkeys(SCOPES, 0)
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._redis_failing = False
         self._lookup = redis.register_script(LOOKUP_SCRIPT) if redis is not None else None
 
-    async def invalidate(self) -> None:
-        """Make every cached answer stale (on this replica and, with Redis, on all)."""
-        self._generation += 1
-        self._entries.clear()
+    async def invalidate(self, *scopes: str) -> None:
+        """Make the cached answers that read ``scopes`` stale (none named: every answer),
+        on this replica and, with Redis, on all."""
+        unknown = set(scopes) - set(SCOPES)
+        if unknown:
+            raise ValueError(f"unknown metrics cache scopes: {sorted(unknown)}")
+        stale = scopes or SCOPES
+        for scope in stale:
+            self._generations[scope] += 1
+        prefixes = tuple(f"{KEY_PREFIX}{scope}:" for scope in stale)
+        self._entries = {k: v for k, v in self._entries.items() if not k.startswith(prefixes)}
         if self.redis is not None:
             try:
-                await self.redis.incr(GENERATION_KEY)
+                async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+                    for scope in stale:
+                        pipe.incr(generation_key(scope))
+                    await pipe.execute()
                 self._redis_recovered()
             except (RedisError, OSError) as exc:
                 # Entries written before the outage stay readable until their TTL ends.
@@ -98,15 +129,17 @@ class MetricsCache:
         as the JSON bytes of the response body.
 
         ``params`` must be JSON-serializable (datetimes are rendered with ``str``) and
-        complete: two requests with the same params share an answer. A Redis failure
+        complete: two requests with the same params share an answer. ``name`` is one of
+        ``ENDPOINT_SCOPES``, which says what writes make its answers stale. A Redis failure
         never fails the request: the answer is computed (the failure is logged once).
         """
+        scope = scope_of(name)
         if self.ttl_seconds <= 0:
             CACHE_LOOKUPS.labels(name, "miss").inc()
             return await self._compute(compute)
         if self.redis is not None:
-            return await self._through_redis(name, params, compute)
-        key = self._key(self._generation, name, params)
+            return await self._through_redis(scope, name, params, compute)
+        key = self._key(scope, self._generations[scope], name, params)
         answer = self._local_entry(key)
         if answer is not None:
             CACHE_LOOKUPS.labels(name, "hit").inc()
@@ -129,14 +162,18 @@ class MetricsCache:
             return entry[1]
         return None
 
-    async def _through_redis(self, name: str, params: dict[str, Any], compute: Compute) -> bytes:
+    async def _through_redis(
+        self, scope: str, name: str, params: dict[str, Any], compute: Compute
+    ) -> bytes:
         assert self.redis is not None
         assert self._lookup is not None
         try:
             # The generation is read with the entry: an answer computed afterwards can only
             # be stored under this generation or an older one, never a newer one.
-            before, after = self._key_parts(name, params)
-            generation, cached = await self._lookup(keys=[GENERATION_KEY], args=[before, after])
+            before, after = self._key_parts(scope, name, params)
+            generation, cached = await self._lookup(
+                keys=[generation_key(scope)], args=[before, after]
+            )
             key = f"{before}{int(generation)}{after}"
             answer = self._readable(key, cached)
             self._redis_recovered()
@@ -179,15 +216,15 @@ class MetricsCache:
         return body
 
     @staticmethod
-    def _key_parts(name: str, params: dict[str, Any]) -> tuple[str, str]:
+    def _key_parts(scope: str, name: str, params: dict[str, Any]) -> tuple[str, str]:
         """The entry key around its generation number: ``before + generation + after``."""
         canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
-        return KEY_PREFIX, f":{name}:{digest}"
+        return f"{KEY_PREFIX}{scope}:", f":{name}:{digest}"
 
     @classmethod
-    def _key(cls, generation: int, name: str, params: dict[str, Any]) -> str:
-        before, after = cls._key_parts(name, params)
+    def _key(cls, scope: str, generation: int, name: str, params: dict[str, Any]) -> str:
+        before, after = cls._key_parts(scope, name, params)
         return f"{before}{generation}{after}"
 
     def _store_locally(self, key: str, answer: bytes) -> None:

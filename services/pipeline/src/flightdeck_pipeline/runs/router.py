@@ -18,6 +18,7 @@ from flightdeck_pipeline.dependencies import (
     RuntimeDep,
     SessionDep,
 )
+from flightdeck_pipeline.metrics.cache import RUNS
 from flightdeck_pipeline.runs import service
 from flightdeck_pipeline.runs.exceptions import IllegalTransition, RunNotFound
 from flightdeck_pipeline.runs.models import LogLine
@@ -119,7 +120,7 @@ async def upsert_pipeline(
     run, created = await service.upsert_manual_run(session, rt, body, user)
     if not created:
         response.status_code = status.HTTP_200_OK
-    rt.schedule_after_commit(session)
+    rt.schedule_after_commit(session, RUNS)
     return RunRead.model_validate(run)
 
 
@@ -154,7 +155,7 @@ async def update_pipeline_status(
     """Move a run forward (queued -> in_progress -> completed); 409 otherwise."""
     run = await service.get_run(session, run_pk)
     updated = await service.change_status(session, rt, run, body, user)
-    rt.schedule_after_commit(session)
+    rt.schedule_after_commit(session, RUNS)
     return RunRead.model_validate(updated)
 
 

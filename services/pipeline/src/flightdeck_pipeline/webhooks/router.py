@@ -30,7 +30,12 @@ from flightdeck_pipeline.webhooks.github import MappingError
 from flightdeck_pipeline.webhooks.metrics import DELIVERIES, INGEST_SECONDS, SIGNATURE_FAILURES
 from flightdeck_pipeline.webhooks.repository import PENDING, DeliveryRepository
 from flightdeck_pipeline.webhooks.schemas import WebhookAck
-from flightdeck_pipeline.webhooks.service import MAPPED_EVENTS, map_delivery, parse_body
+from flightdeck_pipeline.webhooks.service import (
+    EVENT_SCOPES,
+    MAPPED_EVENTS,
+    map_delivery,
+    parse_body,
+)
 from flightdeck_pipeline.webhooks.signatures import signature_matches
 
 logger = logging.getLogger(__name__)
@@ -244,7 +249,7 @@ async def _ingest(
             await _keep(sessionmaker, delivery_id, event, action_text, body, None)
         raise
     if mapped:
-        await runtime.after_write()
+        await runtime.after_write(*EVENT_SCOPES[event])
     return result
 
 

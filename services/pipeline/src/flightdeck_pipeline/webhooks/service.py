@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flightdeck_common.errors import JsonTooDeep
 from flightdeck_common.json_depth import json_depth_exceeds
 from flightdeck_pipeline.deployments.repository import DeploymentRepository
+from flightdeck_pipeline.metrics.cache import DEPLOYMENTS, RUNS
 from flightdeck_pipeline.runs.repository import RunRepository
 from flightdeck_pipeline.runs.status import display_status
 from flightdeck_pipeline.settings import Settings
@@ -21,9 +22,16 @@ from flightdeck_pipeline.webhooks.metrics import RUN_UPDATES
 
 logger = logging.getLogger(__name__)
 
-MAPPED_EVENTS = frozenset(
-    {"workflow_run", "workflow_job", "deployment", "deployment_status", "push", "issues"}
-)
+# What each mapped event writes: the metrics cache scopes it makes stale.
+EVENT_SCOPES = {
+    "workflow_run": (RUNS,),
+    "workflow_job": (RUNS,),
+    "deployment": (DEPLOYMENTS,),
+    "deployment_status": (DEPLOYMENTS,),
+    "push": (DEPLOYMENTS,),  # commits
+    "issues": (DEPLOYMENTS,),  # incidents
+}
+MAPPED_EVENTS = frozenset(EVENT_SCOPES)
 
 
 class ChangeRecorder(Protocol):
