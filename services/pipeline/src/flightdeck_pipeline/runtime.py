@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flightdeck_pipeline.change_payloads import record_entity_change
 from flightdeck_pipeline.deployments.models import Incident
+from flightdeck_pipeline.metrics.cache import SCOPES
 from flightdeck_pipeline.metrics.dora import attribute_incident, reattribute_incidents
 from flightdeck_pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# Where mark_stale keeps a transaction's written scopes (``Session.info``).
+STALE_SCOPES_KEY = "flightdeck_pipeline.stale_scopes"
 
 
 @dataclass
@@ -28,7 +30,6 @@ class PipelineRuntime:
     settings: Settings
     change_bus: Any | None = None
     metrics_cache: Any | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def record_change(
         self, session: AsyncSession, kind: str, pk: int, current: Any = None
@@ -55,16 +56,17 @@ class PipelineRuntime:
             production_environments=self.settings.production_environments,
         )
 
-    def schedule_after_commit(self, session: AsyncSession, *scopes: str) -> None:
-        """Run :meth:`after_write` for ``scopes`` once the request's transaction committed."""
-        loop = asyncio.get_running_loop()
+    @staticmethod
+    def mark_stale(session: AsyncSession, *scopes: str) -> None:
+        """Note that this request's transaction writes ``scopes`` (none named: all): the
+        route's ``WriteSessionDep`` calls :meth:`after_write` for them once it committed,
+        before the response is sent, so the writer's next read sees its write."""
+        session.info.setdefault(STALE_SCOPES_KEY, set()).update(scopes or SCOPES)
 
-        def committed(_: object) -> None:
-            task = loop.create_task(self.after_write(*scopes))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        event.listen(session.sync_session, "after_commit", committed, once=True)
+    @staticmethod
+    def stale_scopes(session: AsyncSession) -> list[str]:
+        """The scopes :meth:`mark_stale` noted on ``session``, sorted."""
+        return sorted(session.info.get(STALE_SCOPES_KEY, ()))
 
     async def after_write(self, *scopes: str) -> None:
         """Called after a committed write to ``scopes`` (``metrics.cache.RUNS``,

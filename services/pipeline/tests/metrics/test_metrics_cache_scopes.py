@@ -4,6 +4,7 @@ DORA), in process and through Redis, and through the webhook receiver and the AP
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Any
@@ -181,3 +182,45 @@ async def test_api_writes_make_stale_only_what_they_wrote(pipeline: PipelineHarn
     stats_hits = lookups("stats", "hit")
     assert await stats_and_dora() == (1, 1)
     assert lookups("stats", "hit") == stats_hits + 1
+
+
+async def test_an_api_write_answers_once_the_cache_is_told(pipeline: PipelineHarness) -> None:
+    """Read-your-writes: the invalidation runs after the commit and before the response,
+    however long it takes (it used to be a task that could run after the next read)."""
+    cache = pipeline.app.state.metrics_cache
+    told: list[tuple[str, ...]] = []
+    invalidate = cache.invalidate
+
+    async def slow_invalidate(*scopes: str) -> None:
+        await asyncio.sleep(0.2)
+        await invalidate(*scopes)
+        told.append(scopes)
+
+    cache.invalidate = slow_invalidate
+    operator = pipeline.headers(Role.OPERATOR)
+    reported = await pipeline.client.post(
+        "/pipelines", json={"repository": "acme/shop", "run_id": 2}, headers=operator
+    )
+    assert reported.status_code == 201, reported.text
+    assert told == [(RUNS,)]
+
+    moved = await pipeline.client.patch(
+        f"/pipelines/{reported.json()['id']}",
+        json={"status": "in_progress"},
+        headers=operator,
+    )
+    assert moved.status_code == 200, moved.text
+    opened = await pipeline.client.post(
+        "/pipelines/incidents",
+        json={"repository": "acme/shop", "title": "5xx spike"},
+        headers=operator,
+    )
+    assert opened.status_code == 201, opened.text
+    assert told == [(RUNS,), (RUNS,), (DEPLOYMENTS,)]
+
+    # A write that fails tells nothing: nothing was committed.
+    refused = await pipeline.client.patch(
+        f"/pipelines/{reported.json()['id']}", json={"status": "queued"}, headers=operator
+    )
+    assert refused.status_code == 409, refused.text
+    assert len(told) == 3

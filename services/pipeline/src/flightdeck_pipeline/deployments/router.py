@@ -18,7 +18,7 @@ from flightdeck_pipeline.dependencies import (
     OperatorUser,
     ReadSessionDep,
     RuntimeDep,
-    SessionDep,
+    WriteSessionDep,
 )
 from flightdeck_pipeline.deployments.models import Deployment, Incident
 from flightdeck_pipeline.deployments.repository import is_production
@@ -94,7 +94,7 @@ async def list_deployments(
 async def create_deployment(
     body: Annotated[DeploymentCreate, Body(openapi_examples=DEPLOYMENT_EXAMPLES)],
     user: OperatorUser,
-    session: SessionDep,
+    session: WriteSessionDep,
     rt: RuntimeDep,
 ) -> DeploymentRead:
     """Record a deployment made outside GitHub."""
@@ -130,7 +130,7 @@ async def create_deployment(
         status=body.status.value,
     )
     await rt.record_change(session, "deployment.updated", deployment.id)
-    rt.schedule_after_commit(session, DEPLOYMENTS)
+    rt.mark_stale(session, DEPLOYMENTS)
     return DeploymentRead.model_validate(deployment)
 
 
@@ -171,7 +171,7 @@ async def list_incidents(
 async def create_incident(
     body: Annotated[IncidentCreate, Body(openapi_examples=INCIDENT_EXAMPLES)],
     user: OperatorUser,
-    session: SessionDep,
+    session: WriteSessionDep,
     rt: RuntimeDep,
 ) -> IncidentRead:
     """Open an incident; it is attributed to the latest production deployment before it."""
@@ -188,7 +188,7 @@ async def create_incident(
     await audit(
         session, "incident.opened", actor=user.username, subject=str(incident.id), title=body.title
     )
-    rt.schedule_after_commit(session, DEPLOYMENTS)
+    rt.mark_stale(session, DEPLOYMENTS)
     await session.refresh(incident)
     return IncidentRead.model_validate(incident)
 
@@ -204,7 +204,7 @@ async def resolve_incident(
     incident_pk: IdPath,
     body: Annotated[IncidentResolve, Body(openapi_examples=INCIDENT_RESOLVE_EXAMPLES)],
     user: OperatorUser,
-    session: SessionDep,
+    session: WriteSessionDep,
     rt: RuntimeDep,
 ) -> IncidentRead:
     """Mark an incident resolved (recovery time ends here)."""
@@ -218,5 +218,5 @@ async def resolve_incident(
         raise Conflict("An incident cannot be resolved before it opened.")
     incident.resolved_at = resolved_at
     await audit(session, "incident.resolved", actor=user.username, subject=str(incident.id))
-    rt.schedule_after_commit(session, DEPLOYMENTS)
+    rt.mark_stale(session, DEPLOYMENTS)
     return IncidentRead.model_validate(incident)

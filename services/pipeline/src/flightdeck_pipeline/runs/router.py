@@ -17,6 +17,7 @@ from flightdeck_pipeline.dependencies import (
     ReadSessionDep,
     RuntimeDep,
     SessionDep,
+    WriteSessionDep,
 )
 from flightdeck_pipeline.metrics.cache import RUNS
 from flightdeck_pipeline.runs import service
@@ -112,7 +113,7 @@ async def list_recent_logs(
 async def upsert_pipeline(
     body: Annotated[RunUpsert, Body(openapi_examples=RUN_UPSERT_EXAMPLES)],
     user: OperatorUser,
-    session: SessionDep,
+    session: WriteSessionDep,
     rt: RuntimeDep,
     response: Response,
 ) -> RunRead:
@@ -120,7 +121,7 @@ async def upsert_pipeline(
     run, created = await service.upsert_manual_run(session, rt, body, user)
     if not created:
         response.status_code = status.HTTP_200_OK
-    rt.schedule_after_commit(session, RUNS)
+    rt.mark_stale(session, RUNS)
     return RunRead.model_validate(run)
 
 
@@ -149,13 +150,13 @@ async def update_pipeline_status(
     run_pk: IdPath,
     body: Annotated[RunStatusChange, Body(openapi_examples=RUN_STATUS_CHANGE_EXAMPLES)],
     user: OperatorUser,
-    session: SessionDep,
+    session: WriteSessionDep,
     rt: RuntimeDep,
 ) -> RunRead:
     """Move a run forward (queued -> in_progress -> completed); 409 otherwise."""
     run = await service.get_run(session, run_pk)
     updated = await service.change_status(session, rt, run, body, user)
-    rt.schedule_after_commit(session, RUNS)
+    rt.mark_stale(session, RUNS)
     return RunRead.model_validate(updated)
 
 
