@@ -11,26 +11,13 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import BaseModel
 
 from flightdeck_common.auth.claims import Role
 from flightdeck_common.redis_client import create_redis
 from flightdeck_pipeline.metrics.cache import DEPLOYMENTS, RUNS, MetricsCache
 
 from ..conftest import PipelineHarness, fixture_body
-
-
-class Answer(BaseModel):
-    value: int
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self) -> Answer:
-        self.calls += 1
-        return Answer(value=self.calls)
+from .computations import Counter
 
 
 async def value(cache: MetricsCache, name: str, compute: Counter) -> int:

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from pydantic import BaseModel
 
 from flightdeck_common.auth.dependencies import AuthContext, install_auth
 from flightdeck_common.auth.testing import TokenMinter
@@ -32,6 +31,7 @@ from flightdeck_pipeline.metrics.router import router
 from flightdeck_pipeline.metrics.schemas import RunStats
 from flightdeck_pipeline.settings import Settings
 
+from .computations import Answer, Counter, cached_body
 from .conftest import add_runs, make_run
 
 TITLE = "Flightdeck Pipelines (metrics test)"
@@ -213,24 +213,6 @@ async def test_metrics_routes_documented(sqlite_database_url: str) -> None:
         assert {"200", "401", "403", "422"} <= set(operation["responses"])
         assert operation["tags"] == ["metrics"]
         assert operation["summary"]
-
-
-class Answer(BaseModel):
-    value: int
-
-
-def cached_body(value: int) -> bytes:
-    """The response body the cache keeps for ``Answer(value=value)``."""
-    return b'{"value":%d}' % value
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self) -> Answer:
-        self.calls += 1
-        return Answer(value=self.calls)
 
 
 async def test_metrics_cache_shared_by_replicas_through_redis(redis_url: str) -> None:
