@@ -125,10 +125,24 @@ async def test_metrics_routes_refuse_invalid_queries(sqlite_database_url: str, q
     assert response.headers["content-type"] == "application/problem+json"
 
 
+class CountingSessions:
+    """A sessionmaker that counts the sessions it opens."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.opened = inner, 0
+
+    def __call__(self) -> Any:
+        self.opened += 1
+        return self.inner()
+
+
 async def test_metrics_routes_answer_and_cache(metrics_client: MetricsApp) -> None:
     client, headers = metrics_client.client, metrics_client.headers
     await metrics_client.add_run("acme/api")
     hits, misses = cache_count("stats", "hit"), cache_count("stats", "miss")
+    resources: Resources = metrics_client.app.state.resources
+    sessions = CountingSessions(resources.read_sessionmaker or resources.sessionmaker)
+    resources.read_sessionmaker = sessions  # type: ignore[assignment]
 
     first = await client.get("/pipelines/stats", headers=headers)
     assert first.status_code == 200, first.text
@@ -147,6 +161,7 @@ async def test_metrics_routes_answer_and_cache(metrics_client: MetricsApp) -> No
     )
     assert cache_count("stats", "miss") == misses + 1
     assert cache_count("stats", "hit") == hits + 1
+    assert sessions.opened == 1  # a hit opens no session; the computation opened one
 
     # Invalidated (as every write path does after committing): a fresh answer.
     await metrics_client.cache.invalidate()

@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import StringConstraints
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
-from flightdeck_common.db import utcnow
-from flightdeck_common.dependencies import ReadSessionDep, inline
+from flightdeck_common.db import session_scope, utcnow
+from flightdeck_common.dependencies import inline
 from flightdeck_common.errors import problem_responses
 from flightdeck_common.params import UtcDatetime
+from flightdeck_common.resources import get_resources
 from flightdeck_pipeline.metrics.cache import MetricsCache
 from flightdeck_pipeline.metrics.dora import dora_metrics
 from flightdeck_pipeline.metrics.exceptions import InvalidTimeWindow
@@ -41,7 +43,15 @@ def get_pipeline_settings(request: Request) -> Settings:
     return settings
 
 
+def get_read_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    """Read-only sessions (as ``ReadSessionDep``'s), opened by a computation only: a cached
+    answer needs no session at all."""
+    resources = get_resources(request)
+    return resources.read_sessionmaker or resources.sessionmaker
+
+
 MetricsCacheDep = Annotated[MetricsCache, Depends(inline(get_metrics_cache))]
+ReadSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(inline(get_read_sessions))]
 PipelineSettingsDep = Annotated[Settings, Depends(inline(get_pipeline_settings))]
 RepositoryQuery = Annotated[
     list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None,
@@ -77,7 +87,7 @@ def _json(body: bytes) -> Response:
     responses=problem_responses(InvalidTimeWindow),
 )
 async def read_stats(
-    session: ReadSessionDep,
+    sessions: ReadSessionsDep,
     viewer: CurrentUser,
     cache: MetricsCacheDep,
     repository: RepositoryQuery = None,
@@ -95,14 +105,17 @@ async def read_stats(
     params = {"repositories": repositories, "since": since, "until": until}
 
     async def compute() -> RunStats:
-        return await run_stats(session, repositories=repositories or None, since=since, until=until)
+        async with session_scope(sessions) as session:
+            return await run_stats(
+                session, repositories=repositories or None, since=since, until=until
+            )
 
     return _json(await cache.get_or_compute("stats", params, compute))
 
 
 @router.get("/history", response_model=RunHistory, status_code=200, summary="Runs per day")
 async def read_history(
-    session: ReadSessionDep,
+    sessions: ReadSessionsDep,
     viewer: CurrentUser,
     cache: MetricsCacheDep,
     days: Annotated[
@@ -125,13 +138,14 @@ async def read_history(
     }
 
     async def compute() -> RunHistory:
-        items = await run_history(
-            session,
-            days=days,
-            repositories=repositories or None,
-            now=now,
-            per_repository=per_repository,
-        )
+        async with session_scope(sessions) as session:
+            items = await run_history(
+                session,
+                days=days,
+                repositories=repositories or None,
+                now=now,
+                per_repository=per_repository,
+            )
         return RunHistory(
             days=days,
             per_repository=per_repository,
@@ -146,7 +160,7 @@ async def read_history(
 
 @router.get("/dora", response_model=DoraReport, status_code=200, summary="DORA metrics")
 async def read_dora(
-    session: ReadSessionDep,
+    sessions: ReadSessionsDep,
     viewer: CurrentUser,
     cache: MetricsCacheDep,
     settings: PipelineSettingsDep,
@@ -168,12 +182,13 @@ async def read_dora(
     }
 
     async def compute() -> DoraReport:
-        return await dora_metrics(
-            session,
-            window_days=window_days,
-            repositories=repositories or None,
-            environments=environments or None,
-            production_environments=production,
-        )
+        async with session_scope(sessions) as session:
+            return await dora_metrics(
+                session,
+                window_days=window_days,
+                repositories=repositories or None,
+                environments=environments or None,
+                production_environments=production,
+            )
 
     return _json(await cache.get_or_compute("dora", params, compute))
