@@ -35,7 +35,8 @@ import argon2
 import asyncpg  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
-# The service's percentile estimate from the duration histogram (a pure function).
+# The service's cache lookup script, and its percentile estimate from the duration
+# histogram (a pure function).
 from flightdeck_pipeline.metrics.cache import LOOKUP_SCRIPT
 from flightdeck_pipeline.metrics.stats import estimate_percentile
 

@@ -29,7 +29,8 @@ class Settings(CommonSettings):
     # Live events: heartbeat interval and how many past events a reconnect can replay.
     sse_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
     sse_replay_limit: int = Field(1000, ge=1, le=100_000)
-    # Stats/history/DORA answers are cached this long (and dropped on every write).
+    # Stats/history/DORA answers are cached this long (and dropped when what they read is
+    # written: runs for stats and history; deployments, commits, incidents for DORA).
     metrics_cache_ttl_seconds: int = Field(60, ge=0, le=3600)
     # Stats/history/DORA answers one process computes at once; more requests wait their
     # turn (and then find the answer cached): PostgreSQL is not swamped by a burst.

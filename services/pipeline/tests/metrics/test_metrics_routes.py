@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 
 from flightdeck_common.auth.dependencies import AuthContext, install_auth
 from flightdeck_common.auth.testing import TokenMinter
@@ -31,7 +30,7 @@ from flightdeck_pipeline.metrics.router import router
 from flightdeck_pipeline.metrics.schemas import RunStats
 from flightdeck_pipeline.settings import Settings
 
-from .computations import Answer, Counter, cached_body
+from .computations import Answer, Counter, cache_count, cached_body
 from .conftest import add_runs, make_run
 
 TITLE = "Flightdeck Pipelines (metrics test)"
@@ -91,11 +90,6 @@ async def metrics_client(request: pytest.FixtureRequest) -> AsyncIterator[Metric
         )
     async with metrics_app(*urls) as harness:
         yield harness
-
-
-def cache_count(endpoint: str, result: str) -> float:
-    labels = {"endpoint": endpoint, "result": result}
-    return REGISTRY.get_sample_value("flightdeck_metrics_cache_total", labels) or 0.0
 
 
 async def test_metrics_routes_need_a_token(metrics_client: MetricsApp) -> None:

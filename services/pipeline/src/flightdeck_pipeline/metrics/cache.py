@@ -1,4 +1,4 @@
-"""Cache of the stats/history/DORA answers, dropped on every write.
+"""Cache of the stats/history/DORA answers, dropped when what they read is written.
 
 Computations are bounded: at most ``max_concurrent`` answers are computed at once per
 process. The others wait their turn, then look in the cache again, so a burst of one
@@ -79,6 +79,11 @@ def generation_key(scope: str) -> str:
     return f"{KEY_PREFIX}generation:{scope}"
 
 
+def entry_prefix(scope: str) -> str:
+    """What every entry key of ``scope`` starts with (its generation number follows)."""
+    return f"{KEY_PREFIX}{scope}:"
+
+
 def scope_of(name: str) -> str:
     try:
         return ENDPOINT_SCOPES[name]
@@ -111,7 +116,7 @@ class MetricsCache:
         stale = scopes or SCOPES
         for scope in stale:
             self._generations[scope] += 1
-        prefixes = tuple(f"{KEY_PREFIX}{scope}:" for scope in stale)
+        prefixes = tuple(entry_prefix(scope) for scope in stale)
         self._entries = {k: v for k, v in self._entries.items() if not k.startswith(prefixes)}
         if self.redis is not None:
             try:
@@ -220,7 +225,7 @@ class MetricsCache:
         """The entry key around its generation number: ``before + generation + after``."""
         canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
-        return f"{KEY_PREFIX}{scope}:", f":{name}:{digest}"
+        return entry_prefix(scope), f":{name}:{digest}"
 
     @classmethod
     def _key(cls, scope: str, generation: int, name: str, params: dict[str, Any]) -> str:
