@@ -43,8 +43,8 @@ from flightdeck_pipeline.runs.models import Run, RunRollupAll
 from flightdeck_pipeline.runs.repository import RunRepository
 from flightdeck_pipeline.runs.rollups import check_rollups, rebuild_rollups
 from flightdeck_pipeline.runs.status import Conclusion, DisplayStatus, RunStatus
+from flightdeck_pipeline.runs.updates import JobUpdate, RunUpdate
 from flightdeck_pipeline.settings import Settings
-from flightdeck_pipeline.webhooks.github import JobUpdate, RunUpdate
 
 from ..conftest import FIXTURES, PipelineHarness
 

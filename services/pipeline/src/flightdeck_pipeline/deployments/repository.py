@@ -9,7 +9,7 @@ from sqlalchemy import case, select, update
 from flightdeck_common.db import utcnow
 from flightdeck_common.upsert import insert_for
 from flightdeck_pipeline.deployments.models import Change, Deployment, DeploymentStatus, Incident
-from flightdeck_pipeline.webhooks.github import (
+from flightdeck_pipeline.deployments.updates import (
     DeploymentStatusUpdate,
     DeploymentUpdate,
     IncidentUpdate,

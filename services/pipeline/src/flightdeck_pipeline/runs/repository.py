@@ -24,7 +24,7 @@ from flightdeck_pipeline.runs.duration_buckets import duration_bucket
 from flightdeck_pipeline.runs.models import Job, LogLine, Run
 from flightdeck_pipeline.runs.rollups import Contribution, apply_change
 from flightdeck_pipeline.runs.status import STATUS_RANK, RunStatus, display_status
-from flightdeck_pipeline.webhooks.github import JobUpdate, RunUpdate
+from flightdeck_pipeline.runs.updates import JobUpdate, RunUpdate
 
 # Descriptive fields keep their stored value when an update does not carry one.
 _COALESCED_RUN_FIELDS = (

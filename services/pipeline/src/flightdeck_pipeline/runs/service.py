@@ -13,8 +13,8 @@ from flightdeck_pipeline.runs.models import Run
 from flightdeck_pipeline.runs.repository import RunRepository
 from flightdeck_pipeline.runs.schemas import RunStatusChange, RunUpsert
 from flightdeck_pipeline.runs.status import STATUS_RANK, Conclusion, RunStatus
+from flightdeck_pipeline.runs.updates import RunUpdate
 from flightdeck_pipeline.runtime import PipelineRuntime
-from flightdeck_pipeline.webhooks.github import RunUpdate
 
 
 async def upsert_manual_run(

@@ -1,4 +1,4 @@
-"""GitHub webhook payloads -> plain update records (no database here).
+"""GitHub webhook payloads -> the domains' update records (no database here).
 
 Each ``parse_*`` function raises :class:`MappingError` when a field it needs is missing
 or malformed; the delivery is then kept with that error and can be reprocessed.
@@ -6,11 +6,18 @@ or malformed; the delivery is then kept with that error and can be reprocessed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from flightdeck_pipeline.deployments.updates import (
+    DeploymentStatusUpdate,
+    DeploymentUpdate,
+    IncidentUpdate,
+    PushedCommit,
+    PushUpdate,
+)
 from flightdeck_pipeline.runs.status import Conclusion, RunStatus, normalize_status
+from flightdeck_pipeline.runs.updates import JobUpdate, RunUpdate
 
 
 class MappingError(ValueError):
@@ -89,28 +96,6 @@ def repository_name(payload: dict[str, Any]) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class RunUpdate:
-    repository: str
-    run_id: int
-    run_attempt: int
-    status: RunStatus
-    conclusion: Conclusion | None
-    source_updated_at: datetime | None
-    run_number: int | None = None
-    workflow_name: str | None = None
-    name: str | None = None
-    event: str | None = None
-    branch: str | None = None
-    head_sha: str | None = None
-    commit_message: str | None = None
-    actor: str | None = None
-    html_url: str | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    created_at: datetime | None = None
-
-
 def parse_workflow_run(payload: dict[str, Any]) -> RunUpdate:
     run = _get(payload, "workflow_run")
     status = _status(_get(run, "status"), "run")
@@ -145,26 +130,6 @@ def parse_workflow_run(payload: dict[str, Any]) -> RunUpdate:
     )
 
 
-@dataclass(frozen=True)
-class JobUpdate:
-    repository: str
-    run_id: int
-    job_id: int
-    run_attempt: int
-    name: str
-    status: RunStatus
-    conclusion: Conclusion | None
-    runner_name: str | None
-    steps_count: int
-    started_at: datetime | None
-    completed_at: datetime | None
-    html_url: str | None
-    head_sha: str | None
-    branch: str | None
-    workflow_name: str | None
-    source_updated_at: datetime | None
-
-
 def parse_workflow_job(payload: dict[str, Any]) -> JobUpdate:
     job = _get(payload, "workflow_job")
     status = _status(_get(job, "status"), "job")
@@ -191,18 +156,6 @@ def parse_workflow_job(payload: dict[str, Any]) -> JobUpdate:
     )
 
 
-@dataclass(frozen=True)
-class DeploymentUpdate:
-    repository: str
-    deployment_id: int
-    environment: str
-    production_flag: bool | None
-    sha: str
-    ref: str | None
-    creator: str | None
-    created_at: datetime
-
-
 def parse_deployment(payload: dict[str, Any]) -> DeploymentUpdate:
     deployment = _get(payload, "deployment")
     created_at = parse_time(_get(deployment, "created_at"), "created_at")
@@ -225,14 +178,6 @@ DEPLOYMENT_STATES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class DeploymentStatusUpdate:
-    deployment: DeploymentUpdate
-    status_id: int
-    state: str
-    occurred_at: datetime
-
-
 def parse_deployment_status(payload: dict[str, Any]) -> DeploymentStatusUpdate:
     status = _get(payload, "deployment_status")
     state = str(_get(status, "state"))
@@ -246,20 +191,6 @@ def parse_deployment_status(payload: dict[str, Any]) -> DeploymentStatusUpdate:
         state="queued" if state == "pending" else state,
         occurred_at=occurred_at,
     )
-
-
-@dataclass(frozen=True)
-class PushedCommit:
-    sha: str
-    committed_at: datetime | None
-
-
-@dataclass(frozen=True)
-class PushUpdate:
-    repository: str
-    ref: str
-    pushed_at: datetime
-    commits: list[PushedCommit] = field(default_factory=list)
 
 
 ZERO_SHA = "0" * 40
@@ -285,15 +216,6 @@ def parse_push(payload: dict[str, Any]) -> PushUpdate:
         pushed_at=pushed_at or head_time or datetime.now(UTC),
         commits=list(commits.values()),
     )
-
-
-@dataclass(frozen=True)
-class IncidentUpdate:
-    repository: str
-    issue_number: int
-    title: str
-    opened_at: datetime
-    resolved_at: datetime | None
 
 
 def parse_incident_issue(payload: dict[str, Any], label: str) -> IncidentUpdate | None:
