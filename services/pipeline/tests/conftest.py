@@ -51,7 +51,10 @@ class PipelineHarness:
         delivery_id: str | None = None,
         secret: str = WEBHOOK_SECRET,
         headers: dict[str, str] | None = None,
+        mapped: bool = True,
     ) -> httpx.Response:
+        """Send a signed delivery; with ``mapped``, return once the worker mapped what is
+        pending (the answer 202 only says it is stored)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         sent = {
             "X-GitHub-Event": event,
@@ -60,7 +63,22 @@ class PipelineHarness:
             "Content-Type": "application/json",
             **(headers or {}),
         }
-        return await self.client.post("/pipelines/webhooks/github", content=raw, headers=sent)
+        response = await self.client.post("/pipelines/webhooks/github", content=raw, headers=sent)
+        if mapped and response.status_code == 202:
+            await self.drained()
+        return response
+
+    async def drained(self) -> None:
+        """Wait until the app's mapping worker has nothing left to take."""
+        await self.app.state.delivery_worker.drained()
+
+    async def stored_result(self, delivery_id: str) -> str | None:
+        """The stored result of a delivery (pending, processed, ignored, failed)."""
+        from flightdeck_pipeline.webhooks.repository import DeliveryRepository
+
+        async with self.app.state.resources.sessionmaker() as session:
+            stored = await DeliveryRepository(session).by_delivery_id(delivery_id)
+            return stored.result if stored is not None else None
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,12 @@ TARGET_LABELS = {"job", "instance"}
 # Series Prometheus makes itself (not scraped from a target).
 BUILTIN_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 # Metrics the driven scenario cannot give a sample: their label names are not checked.
-NO_SAMPLE_EXPECTED = {"flightdeck_outbox_rejected_total"}  # the audit log refusing events
+NO_SAMPLE_EXPECTED = {
+    "flightdeck_outbox_rejected_total",  # the audit log refusing events
+    "flightdeck_webhook_mapping_retries_total",  # a mapping attempt rolled back (per reason)
+}
+# How long the scenario waits for the pipeline's worker to map the delivery it sent.
+MAPPING_WAIT_SECONDS = 10.0
 # What Grafana substitutes before the query reaches Prometheus.
 GRAFANA_BUILTINS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h"}
 
@@ -281,6 +287,11 @@ def test_the_issue_s_alerts_exist() -> None:
         "outbox backlog": "flightdeck_outbox_pending",
         "outbox age": "flightdeck_outbox_oldest_pending_seconds",
         "database not ready": "flightdeck_readiness_check_up",
+        "webhook backlog": "flightdeck_webhook_backlog",
+        "webhook backlog near its limit": "flightdeck_webhook_backlog_limit",
+        "oldest pending webhook delivery": "flightdeck_webhook_oldest_pending_age_seconds",
+        "webhook deliveries refused": "flightdeck_webhook_backlog_refusals_total",
+        "webhook mapping failures": "flightdeck_webhook_mapped_total",
     }
     for purpose, metric in wanted.items():
         assert any(metric in used for used in alerting.values()), f"no alert for {purpose}"
@@ -419,6 +430,23 @@ def _drive(stack: Stack) -> None:
         for service_name in SERVICES:  # readiness gauges are set by /readyz
             ready = http.get(f"{stack.service_url(service_name)}/readyz")
             assert ready.status_code == 200, ready.text
+        _wait_until_mapped(http, stack)
+
+
+def _wait_until_mapped(http: httpx.Client, stack: Stack) -> None:
+    """The 202 means stored: the pipeline's worker maps the delivery afterwards, and only
+    then has flightdeck_webhook_mapped_total{event,result} a sample."""
+    url = f"{stack.service_url('pipeline')}/metrics"
+    deadline = time.monotonic() + MAPPING_WAIT_SECONDS
+    while True:
+        families = text_string_to_metric_families(http.get(url).text)
+        if any(f.name == "flightdeck_webhook_mapped" and f.samples for f in families):
+            return
+        assert time.monotonic() < deadline, (
+            f"the signed delivery was not mapped within {MAPPING_WAIT_SECONDS:g} s "
+            "(no sample of flightdeck_webhook_mapped_total on the pipeline's /metrics)"
+        )
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

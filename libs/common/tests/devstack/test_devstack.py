@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +55,39 @@ needs_postgres = pytest.mark.skipif(not _have_postgres(), reason="PostgreSQL bin
 needs_redis = pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server missing")
 
 # A stdlib HTTP upstream: echoes what it received as JSON; /readyz answers 503 while
-# the file "<name>.down" exists next to the script.
+# the file "<name>.down" exists next to the script. A POST ``?batch=B&hold=N`` is held until
+# N requests of batch B have arrived (at most 30 s), then answered 202 with how many had.
 UPSTREAM_SCRIPT = textwrap.dedent(
     """
-    import json, pathlib, sys
+    import json, pathlib, sys, threading, urllib.parse
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     NAME, PORT = sys.argv[1], int(sys.argv[2])
     DOWN = pathlib.Path(__file__).with_name(NAME + ".down")
+    ARRIVED = {}
+    ARRIVAL = threading.Condition()
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 2048
+        daemon_threads = True
 
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            batch, hold = query["batch"][0], int(query["hold"][0])
+            with ARRIVAL:
+                ARRIVED[batch] = ARRIVED.get(batch, 0) + 1
+                ARRIVAL.notify_all()
+                ARRIVAL.wait_for(lambda: ARRIVED[batch] >= hold, timeout=30)
+                seen = ARRIVED[batch]
+            body = json.dumps({"seen": seen}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self):
             status = 503 if self.path == "/readyz" and DOWN.exists() else 200
             body = json.dumps(
@@ -76,7 +102,7 @@ UPSTREAM_SCRIPT = textwrap.dedent(
         def log_message(self, *args):
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+    Server(("127.0.0.1", PORT), Handler).serve_forever()
     """
 )
 
@@ -403,11 +429,40 @@ def test_traefik_health_check_takes_unready_upstream_out(
 
 
 @needs_traefik
+def test_traefik_forwards_a_thousand_concurrent_webhook_deliveries(
+    ingress: Ingress, client: httpx.Client
+) -> None:
+    """The webhook route's in-flight limit is a backstop, not a shed point: 1,000 deliveries
+    at once to one pipeline replica all reach it (each is held upstream until all 1,000 are
+    there, so they are in flight together) and none gets Traefik's 429."""
+    _wait_for_route(client, f"{ingress.url}/pipelines/x", 200)
+    deliveries = 1000
+    batch = secrets.token_hex(4)
+    url = f"{ingress.url}/pipelines/webhooks/github?batch={batch}&hold={deliveries}"
+
+    async def deliver_all() -> list[tuple[int, int]]:
+        limits = httpx.Limits(max_connections=deliveries, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
+
+            async def deliver() -> tuple[int, int]:
+                response = await http.post(url, content=b'{"zen": "hold"}')
+                seen = response.json()["seen"] if response.status_code == 202 else 0
+                return response.status_code, seen
+
+            return await asyncio.gather(*(deliver() for _ in range(deliveries)))
+
+    answers = asyncio.run(deliver_all())
+
+    assert Counter(status for status, _ in answers) == {202: deliveries}
+    assert min(seen for _, seen in answers) == deliveries
+
+
+@needs_traefik
 def test_traefik_log_has_no_errors(ingress: Ingress, client: httpx.Client) -> None:
     client.get(f"{ingress.url}/auth/logged")
     deadline = time.monotonic() + 5
     while True:  # the access log is written after the response
-        lines = [json.loads(line) for line in ingress.traefik.process.tail(500).splitlines()]
+        lines = [json.loads(line) for line in ingress.traefik.process.run_output().splitlines()]
         if any(line.get("RequestPath") == "/auth/logged" for line in lines) or (
             time.monotonic() > deadline
         ):

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from flightdeck_common.devstack import ManagedProcess, Stack, StackConfig, free_port, port_in_use
 from flightdeck_common.devstack.stack import REPLICA_PORT_STEP
-from flightdeck_common.devstack.traefik import render_dynamic_config
+from flightdeck_common.devstack.traefik import WEBHOOK_IN_FLIGHT_PER_REPLICA, render_dynamic_config
 from flightdeck_common.testing.plugin import needs_traefik
 
 # A pure ASGI app per service that says which port (replica) answered.
@@ -67,6 +68,22 @@ def test_replicas_are_servers_of_one_load_balanced_service() -> None:
     assert "interval: 1s" in rendered
     with pytest.raises(ValueError, match="no upstream URL"):
         render_dynamic_config({"auth": []})
+
+
+def test_webhook_in_flight_limit_is_a_backstop_per_replica() -> None:
+    """The ingress forwards up to 2048 webhook deliveries per pipeline replica at once: far
+    above normal bursts (1,000 at once per replica must all be accepted), since GitHub never
+    redelivers a refused delivery; the pipeline's backlog bound is what refuses."""
+    assert WEBHOOK_IN_FLIGHT_PER_REPLICA == 2048
+    for replicas in (1, 3):
+        urls = [f"http://127.0.0.1:{8102 + 10 * i}" for i in range(replicas)]
+        http = yaml.safe_load(render_dynamic_config({"pipeline": urls}))["http"]
+
+        assert http["routers"]["pipeline-webhooks"]["middlewares"] == [
+            "pipeline-webhooks-in-flight"
+        ]
+        in_flight = http["middlewares"]["pipeline-webhooks-in-flight"]["inFlightReq"]
+        assert in_flight == {"amount": 2048 * replicas, "sourceCriterion": {"requestHost": True}}
 
 
 def test_replica_addresses_names_and_logs(tmp_path: Path) -> None:

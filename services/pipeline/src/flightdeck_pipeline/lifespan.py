@@ -16,7 +16,11 @@ from flightdeck_pipeline.events.repository import ChangeEventRepository
 from flightdeck_pipeline.metrics.cache import MetricsCache
 from flightdeck_pipeline.runtime import PipelineRuntime
 from flightdeck_pipeline.settings import Settings
+from flightdeck_pipeline.webhooks.acceptance import DeliveryAcceptor
+from flightdeck_pipeline.webhooks.metrics import BACKLOG_LIMIT
 from flightdeck_pipeline.webhooks.repository import DeliveryRepository
+from flightdeck_pipeline.webhooks.service import WebhookService
+from flightdeck_pipeline.webhooks.worker import DeliveryWorker
 
 logger = logging.getLogger(__name__)
 
@@ -32,24 +36,43 @@ async def pipeline_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator
         max_concurrent=settings.metrics_max_concurrent_computations,
     )
     app.state.metrics_cache = cache
-    app.state.pipeline_runtime = PipelineRuntime(
+    runtime = PipelineRuntime(
         settings=settings,
         change_bus=getattr(app.state, "change_bus", None),
         metrics_cache=cache,
     )
+    app.state.pipeline_runtime = runtime
+    worker = DeliveryWorker(
+        resources.sessionmaker,
+        runtime,
+        batch_size=settings.webhook_mapping_batch_size,
+        poll_seconds=settings.webhook_mapping_poll_seconds,
+        mapping=settings.webhook_mapping_enabled,
+    )
+    acceptor = DeliveryAcceptor(
+        resources.sessionmaker,
+        max_batch=settings.webhook_accept_batch_size,
+        on_stored=worker.accepted,
+    )
+    app.state.delivery_worker = worker
+    app.state.webhook_service = WebhookService(settings, acceptor, worker)
+    BACKLOG_LIMIT.set(settings.webhook_backlog_limit)
+    worker.start()
     housekeeping = asyncio.create_task(
         _housekeeping(resources, settings), name="pipeline-housekeeping"
     )
     try:
         yield
     finally:
+        await acceptor.close()
+        await worker.stop()
         housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
 
 
 async def _housekeeping(resources: Resources, settings: Settings, interval: float = 3600.0) -> None:
-    """Drop raw deliveries past their retention (dedupe needs them for 7 days at least) and
+    """Drop finished raw deliveries past their retention (dedupe needs them for 7 days at least) and
     change events no reconnect can ask for any more."""
     while True:
         try:

@@ -35,13 +35,30 @@ class Settings(CommonSettings):
     # Stats/history/DORA answers one process computes at once; more requests wait their
     # turn (and then find the answer cached): PostgreSQL is not swamped by a burst.
     metrics_max_concurrent_computations: int = Field(4, ge=1, le=64)
-    # Webhook deliveries one process works on at once (their own group, apart from the
-    # API's max_concurrent_requests); more get 503 `overloaded`, and GitHub can redeliver.
-    webhook_max_concurrent_deliveries: int = Field(16, ge=0, le=1000)
+    # Webhook deliveries one process answers at once (their own group, apart from the API's
+    # max_concurrent_requests): a memory backstop far above bursts (1,000 concurrent
+    # deliveries per replica are accepted), not a shed point; 0: no cap.
+    webhook_max_concurrent_deliveries: int = Field(2048, ge=0, le=100_000)
+    # The hard bound: with this many deliveries pending (accepted, not mapped yet) a signed
+    # delivery is refused with 503 and Retry-After (GitHub does not redeliver it by
+    # itself). 500,000 is over an hour of 100 deliveries/s with no mapping at all, about
+    # 10 GB of bodies at GitHub's typical 20 KB.
+    webhook_backlog_limit: int = Field(500_000, ge=1, le=100_000_000)
+    # Retry-After of that refusal.
+    webhook_backlog_retry_after_seconds: int = Field(60, ge=1, le=3600)
+    # The mapping worker of this process: on or off (off: this process only accepts;
+    # another replica maps), deliveries per transaction, and how often it looks for
+    # deliveries other replicas accepted (its own wake it at once).
+    webhook_mapping_enabled: bool = True
+    webhook_mapping_batch_size: int = Field(100, ge=1, le=1000)
+    webhook_mapping_poll_seconds: float = Field(1.0, gt=0, le=60)
+    # Deliveries stored by one commit of the acceptance path at most (group commit).
+    webhook_accept_batch_size: int = Field(500, ge=1, le=5000)
     # JSON nesting accepted in a webhook payload (GitHub's are about 10 deep), checked once
     # the signature is verified; deeper ones get 400 `json_too_deep`.
     webhook_max_json_depth: int = Field(128, ge=16, le=512)
-    # Deliveries are kept (for dedupe and reprocessing) at least this long.
+    # Finished deliveries are kept (for dedupe and reprocessing) at least this long;
+    # pending ones until they are mapped.
     delivery_retention_days: int = Field(7, ge=7, le=365)
 
 

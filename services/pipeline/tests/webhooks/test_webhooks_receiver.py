@@ -1,4 +1,5 @@
-"""The GitHub receiver: signatures, dedupe, storage before mapping, and every fixture."""
+"""The GitHub receiver: signatures, dedupe, acceptance before mapping, and every fixture
+mapped by the worker behind the acknowledgement."""
 
 from __future__ import annotations
 
@@ -69,11 +70,14 @@ async def _one(harness: PipelineHarness, model: Any, *where: Any) -> Any:
     ("event", "name"), [(e, n) for e, names in FIXTURES.items() for n in names]
 )
 async def test_every_fixture_is_accepted(pipeline: PipelineHarness, event: str, name: str) -> None:
-    response = await pipeline.deliver(event, _body(event, name))
+    delivery_id = f"{event}-{name}".replace(".", "-").replace("_", "-")
+    response = await pipeline.deliver(event, _body(event, name), delivery_id=delivery_id)
     expected = 200 if event == "ping" else 202
     assert response.status_code == expected, response.text
     result = response.json()["result"]
-    assert result == ("pong" if event == "ping" else "processed"), response.text
+    assert result == ("pong" if event == "ping" else "accepted"), response.text
+    stored = await pipeline.stored_result(delivery_id)
+    assert stored == (None if event == "ping" else "processed")
 
 
 async def test_workflow_run_lands_field_by_field(pipeline: PipelineHarness) -> None:
@@ -184,7 +188,7 @@ async def test_unmapped_github_event_is_stored_and_ignored(pipeline: PipelineHar
 async def test_unmappable_payload_is_kept_with_its_error(pipeline: PipelineHarness) -> None:
     response = await pipeline.deliver("workflow_run", {"action": "completed", "workflow_run": {}})
     assert response.status_code == 202
-    assert response.json()["result"] == "failed"
+    assert response.json()["result"] == "accepted"
     stored = await _one(pipeline, Delivery, Delivery.event == "workflow_run")
     assert stored.result == "failed"
     assert "missing field" in stored.error
@@ -261,9 +265,8 @@ async def test_body_over_25_mb_is_413_and_not_stored(pipeline: PipelineHarness) 
 async def test_fifty_concurrent_mixed_deliveries_make_one_run(
     pipeline_factory: Callable[..., Any],
 ) -> None:
-    # All fifty at once in one process: above the default cap of concurrent deliveries
-    # (which would shed some with 503, see test_overload.py), so the cap is raised here.
-    pipeline: PipelineHarness = await pipeline_factory(webhook_max_concurrent_deliveries=64)
+    # All fifty at once in one process, with the default settings: none is refused.
+    pipeline: PipelineHarness = await pipeline_factory()
     requested = json.loads(_body("workflow_run", "requested.payload.json"))
     in_progress = json.loads(_body("workflow_run", "requested.payload.json"))
     in_progress["action"] = "in_progress"
@@ -277,11 +280,17 @@ async def test_fifty_concurrent_mixed_deliveries_make_one_run(
     assert len(sends) == 50
     random.Random(7).shuffle(sends)
     responses = await asyncio.gather(
-        *(pipeline.deliver("workflow_run", body, delivery_id=did) for did, body in sends)
+        *(
+            pipeline.deliver("workflow_run", body, delivery_id=did, mapped=False)
+            for did, body in sends
+        )
     )
     assert all(r.status_code in (200, 202) for r in responses), [
         r.text for r in responses if r.status_code >= 300
     ]
+    # Each delivery id accepted once, its copies answered as duplicates.
+    assert sum(r.json()["result"] == "accepted" for r in responses) == 20
+    await pipeline.drained()
     assert await _count(pipeline, Run) == 1
     run = await _one(pipeline, Run, Run.run_id == 289782451)
     assert (run.status, run.conclusion, run.display_status) == ("completed", "success", "success")
@@ -326,7 +335,8 @@ async def test_signature_failures_are_audited_and_counted(pipeline: PipelineHarn
     )
     assert json.loads(rejected.payload)["data"]["event"] == "push"
     metrics = (await pipeline.client.get("/metrics")).text
-    assert 'flightdeck_webhook_deliveries_total{event="push",result="processed"}' in metrics
+    assert 'flightdeck_webhook_deliveries_total{event="push",result="accepted"}' in metrics
+    assert 'flightdeck_webhook_mapped_total{event="push",result="processed"}' in metrics
     assert 'flightdeck_webhook_deliveries_total{event="push",result="rejected"}' in metrics
     assert "flightdeck_webhook_signature_failures_total" in metrics
     assert 'flightdeck_webhook_ingest_seconds_bucket{event="push"' in metrics
@@ -384,18 +394,17 @@ async def test_hostile_payload_values_are_kept_as_failed_never_500(
 ) -> None:
     body = json.loads(_body("workflow_run", "completed.payload.json"))
     mutate(body["workflow_run"])
-    response = await pipeline.deliver("workflow_run", body)
+    response = await pipeline.deliver("workflow_run", body, delivery_id="hostile")
     assert response.status_code == 202, response.text
-    assert response.json()["result"] == "failed"
+    assert await pipeline.stored_result("hostile") == "failed"
     assert await _count(pipeline, Run) == 0
 
 
 async def test_value_the_database_refuses_is_kept_as_failed(
     pipeline: PipelineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Storing and mapping share one transaction: when the database refuses a mapped value
-    half-way through, everything the mapping wrote is rolled back and the delivery is
-    still kept, failed, with its error and raw body."""
+    """When the database refuses a mapped value half-way through, everything the mapping
+    wrote is rolled back and the delivery is kept, failed, with its error and raw body."""
     from sqlalchemy import exc as sa_exc
 
     from flightdeck_pipeline.runs.models import RunRollupAll
@@ -407,7 +416,7 @@ async def test_value_the_database_refuses_is_kept_as_failed(
     monkeypatch.setattr(RunRepository, "add_log_line", refused)
     body = _body("workflow_run", "completed.payload.json")
     response = await pipeline.deliver("workflow_run", body, delivery_id="refused")
-    assert (response.status_code, response.json()["result"]) == (202, "failed")
+    assert (response.status_code, response.json()["result"]) == (202, "accepted")
     stored = await _one(pipeline, Delivery, Delivery.delivery_id == "refused")
     assert (stored.result, stored.body, stored.attempts) == ("failed", body, 1)
     assert "DataError" in stored.error
@@ -415,36 +424,47 @@ async def test_value_the_database_refuses_is_kept_as_failed(
     assert await _count(pipeline, RunRollupAll, RunRollupAll.total != 0) == 0
 
 
-async def test_unexpected_failure_keeps_the_delivery_for_reprocessing(
+async def test_unexpected_failure_keeps_the_delivery_pending_for_a_retry(
     pipeline: PipelineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flightdeck_pipeline.webhooks import router
+    """A bug in a mapper is not the payload's fault: the delivery is not stored as failed;
+    it stays pending with the error, is tried again later, and maps once the bug is gone."""
+    from sqlalchemy import update
+
+    from flightdeck_common.db import utcnow
+    from flightdeck_pipeline.webhooks import worker
 
     async def broken(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(router, "map_delivery", broken)
+    monkeypatch.setattr(worker, "apply_delivery", broken)
     body = _body("workflow_run", "completed.payload.json")
     response = await pipeline.deliver("workflow_run", body, delivery_id="unlucky")
-    assert response.status_code == 500
+    assert (response.status_code, response.json()["result"]) == (202, "accepted")
     stored = await _one(pipeline, Delivery, Delivery.delivery_id == "unlucky")
-    assert (stored.result, stored.body) == ("pending", body)
+    assert (stored.result, stored.body, stored.attempts) == ("pending", body, 1)
+    assert "RuntimeError: a bug" in stored.error
+    assert stored.retry_at > utcnow()  # not taken again at once
+    metrics = (await pipeline.client.get("/metrics")).text
+    assert 'flightdeck_webhook_mapping_retries_total{reason="internal"}' in metrics
     monkeypatch.undo()
-    # GitHub's redelivery of it is mapped then.
-    again = await pipeline.deliver("workflow_run", body, delivery_id="unlucky")
-    assert (again.status_code, again.json()["result"]) == (202, "processed")
+    async with pipeline.app.state.resources.sessionmaker() as session:
+        await session.execute(update(Delivery).values(retry_at=utcnow()))
+        await session.commit()
+    await pipeline.drained()
     stored = await _one(pipeline, Delivery, Delivery.delivery_id == "unlucky")
-    assert (stored.result, stored.attempts) == ("processed", 1)
+    assert (stored.result, stored.error, stored.attempts) == ("processed", None, 2)
     assert await _count(pipeline, Run) == 1
 
 
 async def test_redelivery_of_a_failed_delivery_is_mapped_again(pipeline: PipelineHarness) -> None:
     broken = {"action": "completed", "workflow_run": {}}
     first = await pipeline.deliver("workflow_run", broken, delivery_id="retry-me")
-    assert first.json()["result"] == "failed"
+    assert first.json()["result"] == "accepted"
+    assert await pipeline.stored_result("retry-me") == "failed"
     body = _body("workflow_run", "completed.payload.json")
     again = await pipeline.deliver("workflow_run", body, delivery_id="retry-me")
-    assert (again.status_code, again.json()["result"]) == (202, "processed")
+    assert (again.status_code, again.json()["result"]) == (202, "accepted")
     stored = await _one(pipeline, Delivery, Delivery.delivery_id == "retry-me")
     assert (stored.result, stored.error, stored.attempts) == ("processed", None, 2)
     duplicate = await pipeline.deliver("workflow_run", body, delivery_id="retry-me")

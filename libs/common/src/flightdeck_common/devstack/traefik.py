@@ -27,10 +27,14 @@ DEFAULT_READ_TIMEOUT = "30s"
 """Time a client has to send a whole request through the ingress (Traefik's own: 60s)."""
 INGRESS_MAX_HEADER_BYTES = 16 * 1024
 """Request head size Traefik accepts (its own default: 1 MiB); below the services' limit."""
-WEBHOOK_IN_FLIGHT_PER_REPLICA = 24
-"""Webhook deliveries the ingress forwards at once per pipeline replica (more: 429). Above
-the pipeline's own cap (``WEBHOOK_MAX_CONCURRENT_DELIVERIES``, 16), which sheds with 503
-problem+json what the ingress let through beyond it, and guards direct access."""
+WEBHOOK_IN_FLIGHT_PER_REPLICA = 2048
+"""Webhook deliveries the ingress forwards at once per pipeline replica (more: 429).
+
+A backstop against runaway clients, bounding the memory a flood can hold in the ingress
+and the pipeline, not a shed point: GitHub never redelivers a delivery that was refused,
+so it sits far above normal bursts (1,000 concurrent deliveries per replica are all
+forwarded). A signed delivery is stored and acknowledged (202) before it is mapped; the
+pipeline's backlog bound is what refuses (503 with ``Retry-After``)."""
 DEFAULT_METRICS_PORT = 8082
 DEFAULT_SERVICE_PORTS: dict[str, int] = {"auth": 8101, "pipeline": 8102, "admin": 8103}
 COMMITTED_CONFIG_DIR = Path("deploy/traefik")
@@ -162,8 +166,12 @@ def render_dynamic_config(
 
     The GitHub webhook route of the pipeline (``<prefix>/webhooks/``) gets a router of its
     own with an ``inFlightReq`` middleware: at most ``WEBHOOK_IN_FLIGHT_PER_REPLICA``
-    deliveries per pipeline replica are forwarded at once, more get 429 from Traefik at
-    once. Overload is shed in the ingress, before it costs the services any CPU.
+    (2048) deliveries per pipeline replica are forwarded at once, more get 429 from Traefik.
+    That is a backstop against runaway clients, not a shed point: GitHub never redelivers a
+    refused delivery, so normal bursts must all reach the pipeline, which stores each one
+    and answers 202. The pipeline's backlog bound is what refuses (503 with
+    ``Retry-After``). The header size limit and the read timeout of the entry point (static
+    configuration) apply to this route as to every other; body size is the services' limit.
     """
     prefixes = {**ROUTE_PREFIXES, **(prefixes or {})}
     routers: list[str] = []
@@ -199,6 +207,8 @@ def render_dynamic_config(
             )
             middlewares.append(
                 f"""    {name}-webhooks-in-flight:
+      # A backstop against runaway clients, not a shed point: GitHub never redelivers a
+      # refused delivery; the pipeline's backlog bound is what refuses (503).
       inFlightReq:
         amount: {amount}
         sourceCriterion:

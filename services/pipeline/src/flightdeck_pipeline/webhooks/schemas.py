@@ -10,9 +10,11 @@ from pydantic import BaseModel, Field
 class WebhookAck(BaseModel):
     delivery_id: str | None = None
     event: str
-    result: Literal["pong", "processed", "ignored", "failed", "duplicate"] = Field(
+    result: Literal["pong", "accepted", "ignored", "duplicate"] = Field(
         description=(
-            "processed: mapped; ignored: stored, not an event Flightdeck maps; failed: stored "
-            "with the mapping error (a redelivery retries it); duplicate: already received."
+            "accepted: stored, to be mapped behind this answer (see "
+            "`GET /pipelines/webhooks/deliveries/{delivery_id}`); ignored: stored, not an "
+            "event Flightdeck maps; duplicate: already received (a redelivery of one kept "
+            "as failed is accepted again); pong: the answer to `ping`."
         )
     )
