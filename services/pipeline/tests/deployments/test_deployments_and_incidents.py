@@ -43,12 +43,17 @@ async def test_labelled_issue_becomes_an_attributed_incident(pipeline: PipelineH
     await pipeline.deliver(
         "deployment_status", (FIXTURES / "deployment_status" / "payload.json").read_bytes()
     )
-    unlabelled = await pipeline.deliver("issues", _issue("opened", labels=["bug"]))
-    assert unlabelled.json()["result"] == "ignored"
+    unlabelled = await pipeline.deliver(
+        "issues", _issue("opened", labels=["bug"]), delivery_id="unlabelled"
+    )
+    assert unlabelled.json()["result"] == "accepted"
+    assert await pipeline.stored_result("unlabelled") == "ignored"  # read: not an incident
     assert await _incident(pipeline) is None
 
-    opened = await pipeline.deliver("issues", _issue("opened", labels=["Incident"]))
-    assert opened.json()["result"] == "processed"
+    opened = await pipeline.deliver(
+        "issues", _issue("opened", labels=["Incident"]), delivery_id="opened"
+    )
+    assert await pipeline.stored_result("opened") == "processed"
     incident = await _incident(pipeline)
     assert incident is not None
     assert (incident.issue_number, incident.resolved_at) == (17, None)

@@ -86,9 +86,9 @@ async def test_webhook_with_unconvertible_timestamp_is_kept_as_failed(
 ) -> None:
     body = json.loads((FIXTURES / "workflow_run" / "completed.payload.json").read_bytes())
     body["workflow_run"]["updated_at"] = moment
-    response = await pipeline.deliver("workflow_run", body)
+    response = await pipeline.deliver("workflow_run", body, delivery_id="unconvertible")
     assert response.status_code == 202, response.text
-    assert response.json()["result"] == "failed"
+    assert await pipeline.stored_result("unconvertible") == "failed"
 
 
 async def test_absurdly_nested_webhook_body_is_400(pipeline: PipelineHarness) -> None:

@@ -110,7 +110,8 @@ async def test_deliveries_make_stale_only_what_they_wrote(pipeline: PipelineHarn
         ("push", fixture_body("push")),
         ("issues", incident_issue()),
     ):
-        assert (await pipeline.deliver(event, body)).json()["result"] == "processed", event
+        assert (await pipeline.deliver(event, body, delivery_id=event)).status_code == 202
+        assert await pipeline.stored_result(event) == "processed", event
         dora_misses, stats_hits = cache_count("dora", "miss"), cache_count("stats", "hit")
         await ask("/pipelines/dora")
         await ask("/pipelines/stats")
