@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flightdeck_pipeline import commit_work
 from flightdeck_pipeline.change_payloads import record_entity_change
 from flightdeck_pipeline.deployments.models import Incident
 from flightdeck_pipeline.metrics.cache import SCOPES
@@ -17,9 +18,6 @@ from flightdeck_pipeline.metrics.dora import attribute_incident, reattribute_inc
 from flightdeck_pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Where mark_stale keeps a transaction's written scopes (``Session.info``).
-STALE_SCOPES_KEY = "flightdeck_pipeline.stale_scopes"
 
 
 @dataclass
@@ -58,15 +56,16 @@ class PipelineRuntime:
 
     @staticmethod
     def mark_stale(session: AsyncSession, *scopes: str) -> None:
-        """Note that this request's transaction writes ``scopes`` (none named: all): the
-        route's ``WriteSessionDep`` calls :meth:`after_write` for them once it committed,
-        before the response is sent, so the writer's next read sees its write."""
-        session.info.setdefault(STALE_SCOPES_KEY, set()).update(scopes or SCOPES)
+        """Note that this transaction writes ``scopes`` (none named: all): once it
+        committed, its writer (``WriteSessionDep``, the mapping worker) awaits
+        :meth:`after_write` for them before answering, so the next read sees the write
+        (``commit_work.py``, stage 3)."""
+        commit_work.mark_stale(session, *scopes)
 
     @staticmethod
     def stale_scopes(session: AsyncSession) -> list[str]:
         """The scopes :meth:`mark_stale` noted on ``session``, sorted."""
-        return sorted(session.info.get(STALE_SCOPES_KEY, ()))
+        return commit_work.stale_scopes(session, SCOPES)
 
     async def after_write(self, *scopes: str) -> None:
         """Called after a committed write to ``scopes`` (``metrics.cache.RUNS``,

@@ -1,8 +1,9 @@
 """Writing side of the live stream: ``record_change`` in the transaction that makes the change.
 
-A recorded change is kept on the session and written as the transaction commits (a
-``before_commit`` hook: flush the transaction's own changes, then insert the change
-events), and announced on the bus once the commit succeeded (``after_commit``). Hence:
+A recorded change is kept on the session and written as the transaction commits (the
+``change_events`` stage of ``commit_work.py``, after the rollups: flush the transaction's
+own changes, then insert the change events), and announced on the bus once the commit
+succeeded. Hence:
 
 - the event exists if and only if the change does (same transaction; a rollback, or the
   rollback of the savepoint it was recorded in, drops it);
@@ -23,10 +24,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
+from flightdeck_pipeline import commit_work
 from flightdeck_pipeline.events.bus import ChangeBus
 from flightdeck_pipeline.events.repository import append_changes
 
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 _STAGED = "flightdeck_pipeline.events.staged"  # list[_StagedChange], not yet inserted
 _ANNOUNCE = "flightdeck_pipeline.events.announce"  # {bus: highest id inserted}
 _LOOP = "flightdeck_pipeline.events.loop"
-_LISTENING = "flightdeck_pipeline.events.listening"
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,7 @@ async def record_change(
     await session.connection()
     sync_session = session.sync_session
     info = sync_session.info
-    if not info.get(_LISTENING):
-        event.listen(sync_session, "before_commit", _write_staged)
-        event.listen(sync_session, "after_commit", _announce)
-        event.listen(sync_session, "after_soft_rollback", _drop_rolled_back)
-        event.listen(sync_session, "after_transaction_end", _forget)
-        info[_LISTENING] = True
+    commit_work.attach(sync_session, "change_events")
     if bus is not None:
         # The commit hooks run synchronously (in SQLAlchemy's greenlet, on the loop's
         # thread): they only schedule the notification on the loop.
@@ -162,3 +157,14 @@ def _within(savepoint: SessionTransaction | None, ancestor: SessionTransaction) 
             return True
         savepoint = savepoint.parent
     return False
+
+
+commit_work.register(
+    commit_work.CommitStage(
+        "change_events",
+        before_commit=_write_staged,
+        after_commit=_announce,
+        after_soft_rollback=_drop_rolled_back,
+        after_transaction_end=_forget,
+    )
+)

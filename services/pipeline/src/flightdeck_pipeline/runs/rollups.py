@@ -13,7 +13,8 @@ A write computes the run's contribution before and after (:class:`Contribution`)
 the difference with ``INSERT ... ON CONFLICT DO UPDATE SET n = table.n + excluded.n``:
 atomic on PostgreSQL and SQLite, so concurrent writers (any replica) stay exact. The
 differences of a transaction are summed and written as it commits (:func:`apply_change`),
-so the rows every writer of a day shares are locked only for the commit. Rows are
+so the rows every writer of a day shares are locked only for the commit (the ``rollups``
+stage of ``commit_work.py``, ahead of the change events). Rows are
 touched in one order (table, then key) so two writers never wait on each other in a cycle.
 A row whose counters all went back to 0 stays (as zeros); readers and the consistency
 check treat it like a missing row.
@@ -39,7 +40,6 @@ from sqlalchemy import (
     case,
     cast,
     delete,
-    event,
     except_,
     func,
     insert,
@@ -53,6 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute, Session, SessionTransaction
 from sqlalchemy.sql.elements import ColumnElement
 
+from flightdeck_pipeline import commit_work
 from flightdeck_pipeline.runs.models import (
     Run,
     RunDurationRollup,
@@ -149,7 +150,6 @@ _WRITE_ORDER: tuple[tuple[Any, tuple[str, ...]], ...] = (
 )
 # Keys of Session.info (the sync session behind an AsyncSession).
 _STAGED = "flightdeck_pipeline.rollups.staged"
-_LISTENING = "flightdeck_pipeline.rollups.listening"
 
 
 class _Changes:
@@ -198,8 +198,8 @@ async def apply_change(
     """Replace ``old``'s contribution by ``new``'s (None: no run) in the four tables, in
     ``session``'s transaction (which must have begun: the run was just written in it).
 
-    The differences are staged on the session and written as the transaction commits (a
-    ``before_commit`` hook, ahead of the change events' one): the rows every writer of a
+    The differences are staged on the session and written as the transaction commits (the
+    ``rollups`` stage of ``commit_work.py``, ahead of the change events): the rows every writer of a
     day updates (the day's row over all repositories above all) are then locked only
     while the transaction commits, not while it maps the rest of its delivery. That stays
     exact: the run's row is locked (inserted or ``FOR UPDATE``) from the write that
@@ -219,12 +219,7 @@ async def apply_change(
         await session.run_sync(changes.write)
         return
     info = sync_session.info
-    if not info.get(_LISTENING):
-        # insert=True: ahead of the change events' hook, whose ordering lock must stay the
-        # last lock a transaction takes (publish.py).
-        event.listen(sync_session, "before_commit", _write_staged, insert=True)
-        event.listen(sync_session, "after_transaction_end", _forget)
-        info[_LISTENING] = True
+    commit_work.attach(sync_session, "rollups")
     staged: _Changes | None = info.get(_STAGED)
     if staged is None:
         staged = info[_STAGED] = _Changes()
@@ -242,6 +237,11 @@ def _write_staged(session: Session) -> None:
 def _forget(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_STAGED, None)
+
+
+commit_work.register(
+    commit_work.CommitStage("rollups", before_commit=_write_staged, after_transaction_end=_forget)
+)
 
 
 # -- recomputation from runs -------------------------------------------------------------

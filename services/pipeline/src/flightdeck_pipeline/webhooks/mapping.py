@@ -103,7 +103,8 @@ def read_delivery(event: str, body: bytes, settings: Settings) -> ReadDelivery:
 async def apply_delivery(
     session: AsyncSession, runtime: PipelineRuntime, delivery_id: str, read: ReadDelivery
 ) -> str:
-    """Apply one read delivery in ``session``'s transaction: ``processed`` or ``ignored``.
+    """Apply one read delivery in ``session``'s transaction: ``processed`` or ``ignored``
+    (what it writes is marked stale for the metrics cache: ``commit_work.py``).
 
     Upserts make applying it again (a reprocessing, a racing replica) harmless: a run never
     moves back from a final state, and its log line is written once per delivery.
@@ -111,6 +112,7 @@ async def apply_delivery(
     update = read.update
     if update is None:
         return "ignored"
+    runtime.mark_stale(session, *EVENT_SCOPES[read.event])
     runs = RunRepository(session)
     deployments = DeploymentRepository(session)
     action = read.action

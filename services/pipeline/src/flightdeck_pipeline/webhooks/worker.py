@@ -33,7 +33,6 @@ from flightdeck_common.db import session_scope, utcnow
 from flightdeck_common.errors import is_connection_failure
 from flightdeck_pipeline.runtime import PipelineRuntime
 from flightdeck_pipeline.webhooks.mapping import (
-    EVENT_SCOPES,
     PAYLOAD_ERRORS,
     ReadDelivery,
     apply_delivery,
@@ -224,12 +223,13 @@ class DeliveryWorker:
                 # A refused value or a bug: which delivery it was is found one by one.
                 raise _RetryOneByOne([d.pk for d in claimed]) from exc
             await deliveries.finish_many([(d.pk, result, error) for d, result, error in outcomes])
-        await self._finished(outcomes)
+        await self._finished(outcomes, self._runtime.stale_scopes(session))
         return len(outcomes)
 
     async def _map_one_by_one(self, pks: Sequence[int]) -> int:
         finished = 0
         for pk in pks:
+            scopes: list[str] = []
             outcome: tuple[ClaimedDelivery, str, str | None] | None = None
             failure: Exception | None = None
             claimed: ClaimedDelivery | None = None
@@ -249,6 +249,7 @@ class DeliveryWorker:
                         )
                         outcome = (claimed, result, None)
                     await deliveries.finish_many([(claimed.pk, outcome[1], outcome[2])])
+                    scopes = self._runtime.stale_scopes(session)
             except Exception as exc:
                 if is_transient(exc) or claimed is None:
                     raise
@@ -256,7 +257,7 @@ class DeliveryWorker:
             if failure is not None and claimed is not None:
                 outcome = await self._set_aside(claimed, failure)
             if outcome is not None:
-                await self._finished([outcome])
+                await self._finished([outcome], scopes)
                 finished += 1
         return finished
 
@@ -288,19 +289,19 @@ class DeliveryWorker:
     def _read(self, delivery: ClaimedDelivery) -> ReadDelivery:
         return read_delivery(delivery.event, delivery.body, self._settings)
 
-    async def _finished(self, outcomes: Sequence[tuple[ClaimedDelivery, str, str | None]]) -> None:
-        """After the commit: metrics, the backlog estimate and the stale cached metrics."""
+    async def _finished(
+        self, outcomes: Sequence[tuple[ClaimedDelivery, str, str | None]], scopes: list[str]
+    ) -> None:
+        """After the commit: metrics, the backlog estimate, and the cached metrics of what
+        the transaction wrote dropped (``commit_work.py``, stage 3)."""
         now = utcnow()
-        scopes: set[str] = set()
         for delivery, result, _ in outcomes:
             MAPPED.labels(delivery.event, result).inc()
             MAPPING_LAG.observe(max(0.0, (now - delivery.received_at).total_seconds()))
-            if result != FAILED:
-                scopes.update(EVENT_SCOPES.get(delivery.event, ()))
         self.backlog = max(0, self.backlog - len(outcomes))
         BACKLOG.set(self.backlog)
         if scopes:
-            await self._runtime.after_write(*sorted(scopes))
+            await self._runtime.after_write(*scopes)
 
 
 def _describe(exc: BaseException) -> str:
