@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from flightdeck_common.db import session_scope, utcnow
+from flightdeck_common.db import is_sqlite, session_scope, utcnow
 from flightdeck_common.resources import Resources
 from flightdeck_pipeline.events.repository import ChangeEventRepository
 from flightdeck_pipeline.metrics.cache import MetricsCache
@@ -23,6 +23,9 @@ from flightdeck_pipeline.webhooks.service import WebhookService
 from flightdeck_pipeline.webhooks.worker import DeliveryWorker
 
 logger = logging.getLogger(__name__)
+
+# Mapping batch size at most on SQLite (a batch holds the database's only write lock).
+SQLITE_MAPPING_BATCH_SIZE = 25
 
 
 @contextlib.asynccontextmanager
@@ -42,18 +45,22 @@ async def pipeline_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator
         metrics_cache=cache,
     )
     app.state.pipeline_runtime = runtime
+    acceptor = DeliveryAcceptor(
+        resources.sessionmaker, max_batch=settings.webhook_accept_batch_size
+    )
+    batch_size = settings.webhook_mapping_batch_size
+    if is_sqlite(settings.database_url):
+        # One writer at a time: shorter mapping transactions keep acceptance waiting less.
+        batch_size = min(batch_size, SQLITE_MAPPING_BATCH_SIZE)
     worker = DeliveryWorker(
         resources.sessionmaker,
         runtime,
-        batch_size=settings.webhook_mapping_batch_size,
+        batch_size=batch_size,
         poll_seconds=settings.webhook_mapping_poll_seconds,
         mapping=settings.webhook_mapping_enabled,
+        yield_to=acceptor.idle,
     )
-    acceptor = DeliveryAcceptor(
-        resources.sessionmaker,
-        max_batch=settings.webhook_accept_batch_size,
-        on_stored=worker.accepted,
-    )
+    acceptor.on_stored = worker.accepted
     app.state.delivery_worker = worker
     app.state.webhook_service = WebhookService(settings, acceptor, worker)
     BACKLOG_LIMIT.set(settings.webhook_backlog_limit)

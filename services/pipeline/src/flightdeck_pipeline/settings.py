@@ -48,7 +48,8 @@ class Settings(CommonSettings):
     webhook_backlog_retry_after_seconds: int = Field(60, ge=1, le=3600)
     # The mapping worker of this process: on or off (off: this process only accepts;
     # another replica maps), deliveries per transaction, and how often it looks for
-    # deliveries other replicas accepted (its own wake it at once).
+    # deliveries other replicas accepted (its own wake it at once). On SQLite a batch is at
+    # most 25 deliveries (it holds the only write lock; acceptance waits for it).
     webhook_mapping_enabled: bool = True
     webhook_mapping_batch_size: int = Field(100, ge=1, le=1000)
     webhook_mapping_poll_seconds: float = Field(1.0, gt=0, le=60)

@@ -53,6 +53,7 @@ async def test_labelled_issue_becomes_an_attributed_incident(pipeline: PipelineH
     opened = await pipeline.deliver(
         "issues", _issue("opened", labels=["Incident"]), delivery_id="opened"
     )
+    assert opened.status_code == 202
     assert await pipeline.stored_result("opened") == "processed"
     incident = await _incident(pipeline)
     assert incident is not None

@@ -11,6 +11,7 @@ answer 202 still means stored: a delivery is answered only after its own commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,9 +54,11 @@ class DeliveryAcceptor:
         self._sessionmaker = sessionmaker
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
-        self._on_stored = on_stored
+        self.on_stored = on_stored
         self._queue: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def accept(self, delivery: NewDelivery) -> str:
         """Store ``delivery``; ``accepted`` (stored pending, or a failed one queued again),
@@ -64,9 +67,17 @@ class DeliveryAcceptor:
         waiting = _Waiting(delivery)
         self._queue.append(waiting)
         if self._writer is None or self._writer.done():
+            self._idle.clear()
             self._writer = asyncio.create_task(self._write_all(), name="delivery-acceptor")
         # shield: a client that goes away does not cancel a commit other deliveries share.
         return await asyncio.shield(waiting.answer)
+
+    async def idle(self, at_most: float) -> None:
+        """Return when no delivery is waiting for a commit, or after ``at_most`` seconds:
+        the mapping worker of this process lets a burst be stored first (acceptance is
+        what GitHub waits for; mapping can wait)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), at_most)
 
     async def close(self) -> None:
         """Wait for the commit under way (deliveries already handed over are answered)."""
@@ -74,6 +85,12 @@ class DeliveryAcceptor:
             await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _write_all(self) -> None:
+        try:
+            await self._write_queued()
+        finally:
+            self._idle.set()
+
+    async def _write_queued(self) -> None:
         while self._queue:
             batch = self._take()
             try:
@@ -88,8 +105,8 @@ class DeliveryAcceptor:
             for waiting, answer in zip(batch, answers, strict=True):
                 if not waiting.answer.done():
                     waiting.answer.set_result(answer)
-            if stored and self._on_stored is not None:
-                self._on_stored(stored)
+            if stored and self.on_stored is not None:
+                self.on_stored(stored)
 
     def _take(self) -> list[_Waiting]:
         size = 0

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import exc as sa_exc
@@ -56,6 +56,8 @@ REFUSED_VALUES = (sa_exc.DataError, sa_exc.IntegrityError)
 _RETRY_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 MAX_BACKOFF_SECONDS = 30.0
 MAX_POSTPONE_SECONDS = 900.0
+# How long a batch waits at most for this process's acceptance to finish storing a burst.
+YIELD_TO_ACCEPTANCE_SECONDS = 0.25
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -91,6 +93,7 @@ class DeliveryWorker:
         poll_seconds: float,
         backlog_refresh_seconds: float = 2.0,
         mapping: bool = True,
+        yield_to: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._runtime = runtime
@@ -99,6 +102,8 @@ class DeliveryWorker:
         self._poll_seconds = poll_seconds
         self._backlog_refresh_seconds = backlog_refresh_seconds
         self._mapping = mapping
+        # Before each batch: let this process's acceptance store a burst first (bounded).
+        self._yield_to = yield_to
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._busy = False
@@ -156,6 +161,8 @@ class DeliveryWorker:
             try:
                 await self._refresh_backlog()
                 self._wake.clear()
+                if self._yield_to is not None:
+                    await self._yield_to(YIELD_TO_ACCEPTANCE_SECONDS)
                 mapped = await self.map_batch() if self._mapping else 0
                 failures = 0
             except asyncio.CancelledError:
