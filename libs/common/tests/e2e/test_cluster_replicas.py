@@ -3,7 +3,8 @@ Traefik, sharing one PostgreSQL and one Redis. Where it matters the tests talk t
 replica on its own port, so what they show is shared state, not the load balancer's luck:
 a rate limit spent on one replica is spent on the other, a token revoked on one is refused
 by the others, an SSE client on one pipeline replica sees a webhook taken by the other, two
-admin replicas keep one valid audit chain, and two relays per outbox deliver exactly once.
+admin replicas keep one valid audit chain, two relays per outbox deliver exactly once, and
+two mapping workers share one queue of accepted webhook deliveries, mapping each once.
 
 Replicas honour ``X-Forwarded-For`` from loopback (as behind the ingress), so each test
 poses as its own client address and per-IP limits do not leak between tests.
@@ -18,6 +19,7 @@ import json
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ from flightdeck_common.testing.stack_users import (
     create_user,
     registration_request,
     service_token,
+    wait_for_run_ids,
 )
 
 pytestmark = pytest.mark.e2e
@@ -123,6 +126,14 @@ def _admin_db_rows(stack: Stack, query: str) -> list[tuple[Any, ...]]:
             await engine.dispose()
 
     return asyncio.run(read())
+
+
+def _mapped(stack: Stack, index: int) -> float:
+    """Run deliveries pipeline replica ``index``'s worker mapped (its own count)."""
+    metrics = httpx.get(f"{stack.replica_url('pipeline', index)}/metrics", timeout=5).text
+    prefix = 'flightdeck_webhook_mapped_total{event="workflow_run",result="processed"}'
+    values = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix)]
+    return values[0] if values else 0.0
 
 
 def _delivered(stack: Stack, service: str, index: int) -> float:
@@ -247,7 +258,9 @@ async def test_sse_on_one_replica_sees_a_webhook_taken_by_the_other(
             headers=_signed_delivery(secret, "workflow_run", body),
         )
         assert delivered.status_code == 202, delivered.text
+        assert delivered.json()["result"] == "accepted", delivered.text
 
+        # Mapped behind the answer (by either replica's worker), then published.
         deadline = time.monotonic() + 10
         while True:
             event = await reader.next_event(within=max(deadline - time.monotonic(), 0.1))
@@ -357,3 +370,58 @@ def test_two_relays_per_outbox_deliver_each_event_exactly_once(
     verdict = ingress.get("/admin/audit-events/verify", headers=admin_headers)
     assert verdict.status_code == 200, verdict.text
     assert verdict.json()["valid"] is True, verdict.json()
+
+
+# -- 6. the delivery queue --------------------------------------------------------------
+
+
+def test_two_mapping_workers_share_the_queue_and_map_each_delivery_once(
+    cluster: Stack, ingress: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    """Deliveries accepted by both pipeline replicas at once: both workers claim from the
+    one queue of pending deliveries (``FOR UPDATE SKIP LOCKED``); each delivery becomes its
+    run, and the two workers together mapped it once."""
+    secret = cluster.config.extra_env["FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS"]
+    payload = json.loads((WORKFLOW_RUN / "requested.payload.json").read_bytes())
+    repository = f"acme/cluster-queue-{secrets.token_hex(4)}"
+    payload["repository"]["full_name"] = repository
+    base = 600_000_000 + secrets.randbelow(100_000_000)
+    run_ids = [base + index for index in range(60)]
+    mapped_before = [_mapped(cluster, index) for index in range(2)]
+
+    async def deliver_to_both() -> list[httpx.Response]:
+        async with (
+            httpx.AsyncClient(
+                base_url=cluster.replica_url("pipeline", 0), timeout=20, trust_env=False
+            ) as replica_a,
+            httpx.AsyncClient(
+                base_url=cluster.replica_url("pipeline", 1), timeout=20, trust_env=False
+            ) as replica_b,
+        ):
+
+            async def deliver(http: httpx.AsyncClient, run_id: int) -> httpx.Response:
+                body = json.dumps(
+                    {**payload, "workflow_run": {**payload["workflow_run"], "id": run_id}}
+                ).encode()
+                return await http.post(
+                    "/pipelines/webhooks/github",
+                    content=body,
+                    headers=_signed_delivery(secret, "workflow_run", body),
+                )
+
+            replicas = (replica_a, replica_b)
+            return list(
+                await asyncio.gather(
+                    *(deliver(replicas[n % 2], run_id) for n, run_id in enumerate(run_ids))
+                )
+            )
+
+    answers = asyncio.run(deliver_to_both())
+    outcomes = Counter((answer.status_code, answer.json().get("result")) for answer in answers)
+    assert outcomes == {(202, "accepted"): len(run_ids)}, outcomes
+    stored = wait_for_run_ids(ingress, admin_headers, repository, run_ids, DELIVERY_TIMEOUT)
+    assert stored == set(run_ids)
+    time.sleep(SETTLE_SECONDS)  # a second mapping of one, if there were one, would be counted
+    by_replica = [_mapped(cluster, index) - mapped_before[index] for index in range(2)]
+    # Which worker took which deliveries is up to timing; together they mapped each once.
+    assert sum(by_replica) == len(run_ids), f"{by_replica} mappings of {len(run_ids)} deliveries"

@@ -1,10 +1,13 @@
 """Identities and reads for end-to-end tests against a running stack: the stack's service
-accounts' tokens, fresh users made through auth's internal API, and the audit log."""
+accounts' tokens, fresh users made through auth's internal API, the audit log, and the runs
+that webhook deliveries made (mapped behind the acknowledgement, so waited for)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -79,6 +82,33 @@ def stored_run_ids(http: httpx.Client, headers: dict[str, str], repository: str)
         if not body["next_cursor"]:
             return found
         params["cursor"] = body["next_cursor"]
+
+
+def wait_for_run_ids(
+    http: httpx.Client,
+    headers: dict[str, str],
+    repository: str,
+    expected: Iterable[int],
+    within_seconds: float = 30.0,
+) -> set[int]:
+    """Every run id of ``repository`` (see :func:`stored_run_ids`), once all of ``expected``
+    are among them. A webhook delivery is answered 202 when it is stored and mapped into
+    its run behind that answer, so a test reads the runs of acknowledged deliveries through
+    this bounded wait; AssertionError naming the missing run ids after ``within_seconds``.
+    """
+    wanted = set(expected)
+    deadline = time.monotonic() + within_seconds
+    while True:
+        stored = stored_run_ids(http, headers, repository)
+        missing = wanted - stored
+        if not missing:
+            return stored
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"{len(missing)} of {len(wanted)} acknowledged run(s) of {repository} not "
+                f"stored within {within_seconds:g} s: {sorted(missing)[:20]}"
+            )
+        time.sleep(0.25)
 
 
 def registration_request(reason: str) -> dict[str, str]:

@@ -5,7 +5,8 @@ client's CPU and event loop do not distort what the test process measures meanwh
 delivery is the pipeline's ``requested`` fixture with a unique run id and delivery id,
 signed like GitHub signs. Open loop sends each delivery on its schedule, however slow the
 answers to the earlier ones are (that is what overload looks like from GitHub's side).
-Writes one JSON document: statuses, problem codes, acknowledged run ids, latencies.
+Writes one JSON document: statuses, problem codes, the acknowledgements' results,
+acknowledged run ids, latencies.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Flood:
         self.connections = KeepAliveConnections(self.host, self.port, args.timeout)
         self.statuses: Counter[str] = Counter()
         self.codes: Counter[str] = Counter()
+        self.results: Counter[str] = Counter()  # ``result`` of the 2xx answers (accepted, ...)
         self.acknowledged: list[int] = []
         self.latencies: list[float] = []
 
@@ -69,6 +71,7 @@ class Flood:
         self.statuses[str(status)] += 1
         if 200 <= status < 300:
             self.acknowledged.append(run_id)
+            self.results[str(json.loads(body).get("result"))] += 1
         elif headers.get("content-type", "").startswith("application/problem+json"):
             self.codes[str(json.loads(body).get("code"))] += 1
 
@@ -183,6 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "acknowledged_per_s": len(flood.acknowledged) / elapsed,
         "statuses": dict(flood.statuses),
         "problem_codes": dict(flood.codes),
+        "results": dict(flood.results),
         "acknowledged": flood.acknowledged,
         "latencies": flood.latencies,
         "cpu_s": time.process_time(),

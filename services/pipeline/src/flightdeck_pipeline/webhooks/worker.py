@@ -111,6 +111,7 @@ class DeliveryWorker:
         self._counted_at = 0.0
         # The backlog as last counted, plus what this process accepted since.
         self.backlog = 0
+        self._accepted_total = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class DeliveryWorker:
 
     def accepted(self, count: int) -> None:
         """``count`` new pending deliveries were committed by this process."""
+        self._accepted_total += count
         self.backlog += count
         BACKLOG.set(self.backlog)
         self.wake()
@@ -173,7 +175,10 @@ class DeliveryWorker:
                 MAPPING_RETRIES.labels("transient" if is_transient(exc) else "internal").inc()
                 log = logger.warning if is_transient(exc) else logger.exception
                 log("delivery mapping failed (%r); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+                # A delivery stored meanwhile (the database is back) cuts the wait short.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
                 continue
             if mapped:
                 continue
@@ -185,9 +190,12 @@ class DeliveryWorker:
         if not force and now - self._counted_at < self._backlog_refresh_seconds:
             return
         self._counted_at = now
+        accepted_before = self._accepted_total
         async with self._sessionmaker() as session:
             count, oldest = await DeliveryRepository(session).backlog()
-        self.backlog = count
+        # Acceptances that committed while the count ran may or may not be in it: counted
+        # again rather than lost (the bound errs on the safe side until the next count).
+        self.backlog = count + (self._accepted_total - accepted_before)
         BACKLOG.set(count)
         age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
         OLDEST_PENDING_AGE.set(max(0.0, age))
