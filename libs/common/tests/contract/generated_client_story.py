@@ -121,6 +121,7 @@ from flightdeck_common.passwords import PasswordHasher
 
 T = TypeVar("T")
 AUDIT_TIMEOUT = 30.0  # outbox relays poll every second; the stack caps their backoff at 2 s
+MAPPING_TIMEOUT = 30.0  # webhook deliveries are mapped behind the answer, typically at once
 
 
 def expect(response: Any, status: int, model: type[T]) -> T:
@@ -505,7 +506,7 @@ class Story:
         for event, payload in deliveries:
             last_delivery = str(uuid.uuid4())
             ack = expect(self._deliver(github, event, payload, last_delivery), 202, WebhookAck)
-            check(ack.result == WebhookAckResult.PROCESSED, event, ack.to_dict())
+            check(ack.result == WebhookAckResult.ACCEPTED, event, ack.to_dict())
             check(ack.delivery_id == last_delivery, "delivery id", ack.to_dict())
         redelivered = expect(
             self._deliver(github, "deployment_status", deployed, last_delivery), 200, WebhookAck
@@ -514,7 +515,41 @@ class Story:
         forged = self._deliver(self._webhook_client("not-the-secret"), "workflow_run", failed)
         expect(forged, 401, PipelineProblem)
         self.summary["webhooks"] = len(deliveries) + 3
-        self.step("signed GitHub webhooks create two runs and a production deployment")
+        self.summary["mapped_after_seconds"] = round(self._wait_until_mapped(), 3)
+        self.step("signed GitHub webhooks are accepted, then mapped into two runs and a deployment")
+
+    def _wait_until_mapped(self) -> float:
+        """The deliveries were acknowledged once stored; they are mapped behind the answer.
+        Wait (bounded) until both runs are completed and the deployment succeeded, as an
+        integrator would poll; the seconds it took."""
+        started = time.monotonic()
+        wanted = {self.run_ids["green"], self.run_ids["red"]}
+        while True:
+            runs = expect(
+                list_pipelines.sync_detailed(
+                    client=self.operator_pipeline, repository=self.repository, limit=50
+                ),
+                200,
+                PageRunRead,
+            )
+            deployments = expect(
+                list_deployments.sync_detailed(
+                    client=self.operator_pipeline, repository=self.repository
+                ),
+                200,
+                PageDeploymentRead,
+            )
+            completed = {run.run_id for run in runs.items if run.status == RunStatus.COMPLETED}
+            deployed = [d for d in deployments.items if d.status.value == "success"]
+            if completed >= wanted and deployed:
+                return time.monotonic() - started
+            check(
+                time.monotonic() - started < MAPPING_TIMEOUT,
+                "deliveries never mapped",
+                [run.to_dict() for run in runs.items],
+                [deployment.to_dict() for deployment in deployments.items],
+            )
+            time.sleep(0.2)
 
     # -- operator, viewer ---------------------------------------------------------------
 

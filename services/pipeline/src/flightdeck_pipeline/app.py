@@ -17,8 +17,10 @@ from flightdeck_pipeline.metrics.router import router as metrics_router
 from flightdeck_pipeline.outbox import OutboxEvent
 from flightdeck_pipeline.runs.router import router as runs_router
 from flightdeck_pipeline.settings import Settings, get_settings
+from flightdeck_pipeline.webhooks.deliveries_router import router as deliveries_router
 from flightdeck_pipeline.webhooks.router import router as webhooks_router
 
+WEBHOOK_RECEIVER = "/pipelines/webhooks/github"
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 OPENAPI_TAGS = [
     {"name": "runs", "description": "Pipeline runs, their jobs and log lines."},
@@ -28,7 +30,13 @@ OPENAPI_TAGS = [
     },
     {"name": "metrics", "description": "Run statistics, daily history and DORA metrics."},
     {"name": "events", "description": "Live stream of run and deployment changes (SSE)."},
-    {"name": "webhooks", "description": "The GitHub webhook receiver (HMAC-signed deliveries)."},
+    {
+        "name": "webhooks",
+        "description": (
+            "The GitHub webhook receiver (HMAC-signed deliveries, stored and answered, mapped "
+            "behind the answer) and the stored deliveries: results, errors, reprocessing."
+        ),
+    },
 ]
 
 
@@ -43,7 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         version=__version__,
         # Fixed paths (/pipelines/stats, /pipelines/logs, ...) before /pipelines/{run_pk}.
-        routers=[webhooks_router, metrics_router, events_router, deployments_router, runs_router],
+        routers=[
+            webhooks_router,
+            deliveries_router,
+            metrics_router,
+            events_router,
+            deployments_router,
+            runs_router,
+        ],
         migrations_dir=MIGRATIONS_DIR,
         lifespan_hooks=[
             auth_client_lifespan,
@@ -52,11 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             outbox_relay_lifespan(OutboxEvent),
         ],
         openapi_tags=OPENAPI_TAGS,
-        body_limit_overrides={"/pipelines/webhooks/": 25 * MIB},
-        # The webhook measures its payload itself, once the signature is verified.
-        json_depth_overrides={"/pipelines/webhooks/": None},
-        concurrency_limit_overrides={
-            "/pipelines/webhooks/": settings.webhook_max_concurrent_deliveries
-        },
+        # The receiver only (the deliveries API keeps the defaults): GitHub's 25 MB bodies,
+        # measured by the receiver itself once the signature is verified, in a
+        # concurrency group of their own.
+        body_limit_overrides={WEBHOOK_RECEIVER: 25 * MIB},
+        json_depth_overrides={WEBHOOK_RECEIVER: None},
+        concurrency_limit_overrides={WEBHOOK_RECEIVER: settings.webhook_max_concurrent_deliveries},
     )
     return create_service_app(settings, spec)

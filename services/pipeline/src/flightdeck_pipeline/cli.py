@@ -1,4 +1,4 @@
-"""`flightdeck-pipeline` command: migrate, serve, check-settings, rebuild-rollups."""
+"""`flightdeck-pipeline` command: migrate, serve, check-settings, rebuild-rollups, deliveries."""
 
 import argparse
 import asyncio
@@ -10,6 +10,7 @@ from flightdeck_common.db import create_engine, create_sessionmaker
 from flightdeck_pipeline.app import MIGRATIONS_DIR
 from flightdeck_pipeline.runs.rollups import RollupRows, check_rollups, rebuild_rollups
 from flightdeck_pipeline.settings import Settings
+from flightdeck_pipeline.webhooks.deliveries_cli import DELIVERIES
 
 
 def _rollup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,7 @@ def main() -> None:
             load_settings=Settings,
             app_path="flightdeck_pipeline.app:create_app",
             migrations_dir=MIGRATIONS_DIR,
-            extra_commands=[REBUILD_ROLLUPS],
+            extra_commands=[REBUILD_ROLLUPS, DELIVERIES],
         )
     )
 

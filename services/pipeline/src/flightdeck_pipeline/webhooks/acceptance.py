@@ -77,7 +77,8 @@ class DeliveryAcceptor:
         the mapping worker of this process lets a burst be stored first (acceptance is
         what GitHub waits for; mapping can wait)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await self._idle.wait()
 
     async def close(self) -> None:
         """Wait for the commit under way (deliveries already handed over are answered)."""

@@ -152,7 +152,8 @@ class DeliveryWorker:
                 raise TimeoutError(f"deliveries still pending after {within_seconds} s")
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), 0.05)
+                async with asyncio.timeout(0.05):
+                    await self._idle.wait()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -178,12 +179,16 @@ class DeliveryWorker:
                 # A delivery stored meanwhile (the database is back) cuts the wait short.
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 continue
             if mapped:
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the event is set, and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wake.wait()
 
     async def _refresh_backlog(self, force: bool = False) -> None:
         now = time.monotonic()
