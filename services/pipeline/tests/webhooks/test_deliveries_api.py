@@ -10,31 +10,34 @@ or mapped again since" — true with or without a worker, false when nothing was
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from flightdeck_common.auth.claims import Role
-from flightdeck_common.db import utcnow
-from flightdeck_pipeline.outbox import OutboxEvent
 from flightdeck_pipeline.webhooks import deliveries_service
 from flightdeck_pipeline.webhooks.deliveries_schemas import DeliveryResult
 from flightdeck_pipeline.webhooks.models import RESULTS, Delivery
 
 from ..conftest import FIXTURES, PipelineHarness
+from . import stored_deliveries
+from .stored_deliveries import (
+    NOT_BEFORE,
+    RUN_BODY,
+    SEEDED_AT,
+    T0,
+    UNMAPPABLE_RUN,
+    audit_payloads,
+    seed,
+    seeded_delivery,
+    stored,
+)
 
 BASE = "/pipelines/webhooks/deliveries"
-# Recent: the app purges finished deliveries past their retention (7 days at least).
-T0 = (utcnow() - timedelta(hours=3)).replace(microsecond=0)
-SEEDED_AT = T0 + timedelta(minutes=30)
-RUN_BODY = (FIXTURES / "workflow_run" / "completed.payload.json").read_bytes()
 PUSH_BODY = (FIXTURES / "push" / "payload.json").read_bytes()
-# A workflow_run the mapper refuses (no run fields): mapped again, it fails again.
-UNMAPPABLE_RUN = json.dumps({"action": "completed", "workflow_run": {}}).encode()
 SEEDED_ERROR = "MappingError: seeded by the test"
-NOT_BEFORE = datetime(2999, 1, 1, tzinfo=UTC)  # a pending seed no worker takes
+
 READ_FIELDS = {
     "delivery_id",
     "event",
@@ -50,55 +53,15 @@ READ_FIELDS = {
 
 
 def _delivery(delivery_id: str, **fields: Any) -> Delivery:
-    result = fields.pop("result", "failed")
-    values: dict[str, Any] = {
-        "event": "workflow_run",
-        "action": "completed",
-        "received_at": T0,
-        "body": RUN_BODY,
-        "result": result,
-        "error": SEEDED_ERROR if result == "failed" else None,
-        "processed_at": None if result == "pending" else SEEDED_AT,
-        "attempts": 0 if result == "pending" else 1,
-        "retry_at": NOT_BEFORE if result == "pending" else None,
-        **fields,
-    }
-    return Delivery(delivery_id=delivery_id, **values)
-
-
-async def seed(harness: PipelineHarness, *deliveries: Delivery) -> None:
-    """Insert the rows one by one (their ids, hence the API's order, follow the arguments)."""
-    async with harness.app.state.resources.sessionmaker.begin() as session:
-        for delivery in deliveries:
-            session.add(delivery)
-            await session.flush()
-
-
-async def stored(harness: PipelineHarness, delivery_id: str) -> Delivery:
-    async with harness.app.state.resources.sessionmaker() as session:
-        row = await session.scalar(select(Delivery).where(Delivery.delivery_id == delivery_id))
-        assert row is not None
-        return row
-
-
-async def audit_events(harness: PipelineHarness, event_type: str) -> list[dict[str, Any]]:
-    async with harness.app.state.resources.sessionmaker() as session:
-        payloads = await session.scalars(
-            select(OutboxEvent.payload).where(OutboxEvent.event_type == event_type)
-        )
-        return [json.loads(p) for p in payloads]
+    body = fields.pop("body", RUN_BODY)
+    return seeded_delivery(delivery_id, body=body, error=SEEDED_ERROR, **fields)
 
 
 def assert_reprocessed(row: Delivery) -> None:
-    """Set back to pending by the call; a worker may have mapped it again since (then it is
-    finished anew: processed, or failed with the mapper's error, after the seeded time)."""
-    if row.result == "pending":
-        assert (row.error, row.processed_at, row.retry_at) == (None, None, None)
-        return
-    assert row.result in ("processed", "failed")
-    assert row.error != SEEDED_ERROR
-    assert row.processed_at is not None
-    assert row.processed_at > SEEDED_AT
+    stored_deliveries.assert_reprocessed(row, SEEDED_ERROR)
+
+
+audit_events = audit_payloads
 
 
 def assert_untouched(row: Delivery, result: str) -> None:

@@ -6,81 +6,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from flightdeck_common.cli import run_cli
-from flightdeck_common.db import utcnow
 from flightdeck_common.testing.service_checks import run_service_cli
 from flightdeck_pipeline.app import MIGRATIONS_DIR
-from flightdeck_pipeline.outbox import OutboxEvent
 from flightdeck_pipeline.settings import Settings
 from flightdeck_pipeline.webhooks import deliveries_service
 from flightdeck_pipeline.webhooks.deliveries_cli import DELIVERIES
 from flightdeck_pipeline.webhooks.models import Delivery
 
-from ..conftest import FIXTURES, PipelineHarness
+from ..conftest import PipelineHarness
+from . import stored_deliveries
+from .stored_deliveries import (
+    NOT_BEFORE,
+    RUN_BODY,
+    SEEDED_AT,
+    T0,
+    UNMAPPABLE_RUN,
+    audit_payloads,
+    seed,
+    seeded_delivery,
+    stored,
+)
 
-T0 = (utcnow() - timedelta(hours=3)).replace(microsecond=0)
-SEEDED_AT = T0 + timedelta(minutes=30)
-NOT_BEFORE = T0 + timedelta(days=365 * 900)  # a pending seed no worker takes
-RUN_BODY = (FIXTURES / "workflow_run" / "completed.payload.json").read_bytes()
-UNMAPPABLE_RUN = json.dumps({"action": "completed", "workflow_run": {}}).encode()
 LONG_ERROR = "MappingError: missing field: workflow_run.id\n" + "and much more " * 20
 
 
 def _delivery(delivery_id: str, **fields: Any) -> Delivery:
-    result = fields.pop("result", "failed")
-    values: dict[str, Any] = {
-        "event": "workflow_run",
-        "action": "completed",
-        "received_at": T0,
-        "body": UNMAPPABLE_RUN,
-        "result": result,
-        "error": LONG_ERROR if result == "failed" else None,
-        "processed_at": None if result == "pending" else SEEDED_AT,
-        "attempts": 0 if result == "pending" else 1,
-        "retry_at": NOT_BEFORE if result == "pending" else None,
-        **fields,
-    }
-    return Delivery(delivery_id=delivery_id, **values)
-
-
-async def seed(harness: PipelineHarness, *deliveries: Delivery) -> None:
-    async with harness.app.state.resources.sessionmaker.begin() as session:
-        for delivery in deliveries:
-            session.add(delivery)
-            await session.flush()
-
-
-async def stored(harness: PipelineHarness, delivery_id: str) -> Delivery:
-    async with harness.app.state.resources.sessionmaker() as session:
-        row = await session.scalar(select(Delivery).where(Delivery.delivery_id == delivery_id))
-        assert row is not None
-        return row
-
-
-async def audit_payloads(harness: PipelineHarness, event_type: str) -> list[dict[str, Any]]:
-    async with harness.app.state.resources.sessionmaker() as session:
-        rows = await session.scalars(
-            select(OutboxEvent.payload).where(OutboxEvent.event_type == event_type)
-        )
-        return [json.loads(row) for row in rows]
+    body = fields.pop("body", UNMAPPABLE_RUN)
+    return seeded_delivery(delivery_id, body=body, error=LONG_ERROR, **fields)
 
 
 def assert_reprocessed(row: Delivery) -> None:
-    if row.result == "pending":
-        assert (row.error, row.processed_at, row.retry_at) == (None, None, None)
-        return
-    assert row.result in ("processed", "failed")
-    assert row.error != LONG_ERROR
-    assert row.processed_at is not None
-    assert row.processed_at > SEEDED_AT
+    stored_deliveries.assert_reprocessed(row, LONG_ERROR)
 
 
 def assert_untouched(row: Delivery, result: str) -> None:
