@@ -134,9 +134,12 @@ SELECT count(v), avg(v), percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM (
 ) AS summarized
 """
 LOGIN_USER = "SELECT id, username, password_hash, role, is_active FROM users WHERE username = $1"
+# Stored raw in a commit of its own, then mapped in a second one (the service before it
+# mapped behind the acknowledgement). Not 'pending' in between: the pipeline's mapping
+# worker polls the same table and would claim the delivery and map it too.
 STORE_DELIVERY = """
 INSERT INTO deliveries (delivery_id, event, action, body, received_at, result, attempts)
-VALUES ($1, $2, $3, $4, now(), 'pending', 0) ON CONFLICT (delivery_id) DO NOTHING
+VALUES ($1, $2, $3, $4, now(), 'bare-mapping', 0) ON CONFLICT (delivery_id) DO NOTHING
 """
 UPSERT_RUN = """
 INSERT INTO runs (repository, run_id, run_attempt, run_number, workflow_name, name, event,

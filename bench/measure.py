@@ -1,21 +1,25 @@
 """Load runs against one target (the stack or the bare reference), one function per kind of
 scenario: wrk (one request, a weighted mix, or one under a background load), the signed
-webhooks (``bench.webhook_load``) and the SSE fan-out (``bench.sse_fanout``)."""
+webhooks (``bench.webhook_load``: for a duration, or a burst of a fixed number; against the
+stack each followed by the mapping drain, ``bench.drain``) and the SSE fan-out
+(``bench.sse_fanout``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
-from bench.context import REPO_ROOT, WEBHOOK_CONNECTIONS, Context, Outcome, Scenario, Target, fetch
-from bench.report import Measurement
+from bench.context import REPO_ROOT, Context, Outcome, Scenario, Target, fetch
+from bench.drain import Drain, DrainWatch, drain_cell, drain_note
+from bench.report import Measurement, format_count
 from bench.wrk import run_wrk
 from bench.wrk_script import Request
 
@@ -27,10 +31,20 @@ RUN_ID_BASES = {
     "soak": 92_000_000_000,
     "sse-stack": 93_000_000_000,
     "sse-bare": 94_000_000_000,
+    "burst-stack": 95_000_000_000,
+    "burst-bare": 96_000_000_000,
 }
 # The background load runs this much longer than the measured scenario's warm-up + run.
 BACKGROUND_MARGIN_SECONDS = 3.0
 GENERATOR_TIMEOUT_MARGIN = 120.0
+# How long the mapping behind the acknowledgement may take once the sender is done (the
+# drain is measured, this only bounds the wait), and how long a run waits for what an
+# earlier one left pending.
+DRAIN_WAIT_SECONDS = 900.0
+PENDING_WAIT_SECONDS = 300.0
+# A burst's answers each within this (the sender's --timeout; a timeout counts as refused).
+BURST_ANSWER_TIMEOUT_SECONDS = 60.0
+SLOWEST_BURST_RATE = 20.0  # acceptances/s below which the sender is given up (a bound)
 
 
 def connections(ctx: Context, scenario: Scenario) -> int:
@@ -142,58 +156,196 @@ def webhook_identity(label: str) -> list[str]:
     ]  # fmt: skip
 
 
-def webhook_run(
-    ctx: Context, url: str, label: str, *, connections: int, warmup: float, duration: float,
-    rate: float = 0.0,
-) -> tuple[Measurement, str]:  # fmt: skip
-    """Signed deliveries to ``url``; the measurement and a note checking every acknowledged
-    delivery was stored and mapped to a run."""
-    args = [
-        "--url", url, *webhook_identity(label), "--connections", str(connections),
-        "--warmup", str(warmup), "--duration", str(duration), "--rate", str(rate),
-    ]  # fmt: skip
+def pipeline_metrics_url(ctx: Context) -> str:
+    """The pipeline replica's own ``/metrics`` (not routed by the ingress)."""
+    return ctx.stack.service_url("pipeline") + "/metrics"
+
+
+def wait_for_no_pending(ctx: Context) -> str | None:
+    """Wait until no delivery is pending (what an earlier scenario left is mapped), so
+    the mapped counter grows by this run's deliveries only; a warning when it does not."""
+    deadline = time.monotonic() + PENDING_WAIT_SECONDS
+    while True:
+        pending = fetch(ctx, "SELECT count(*) AS n FROM deliveries WHERE result = 'pending'")
+        if pending[0]["n"] == 0:
+            return None
+        if time.monotonic() > deadline:
+            return (
+                f"WARNING: {pending[0]['n']} deliveries still pending after "
+                f"{PENDING_WAIT_SECONDS:g} s before this run; its drain counts them too"
+            )
+        time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class WebhookRun:
+    """What one sender run gave: the generator's JSON, the mapping drain (the stack:
+    mapped behind the 202; None for the bare reference, which maps before answering),
+    what the database holds of the sender's deliveries, and the notes."""
+
+    result: dict[str, Any]
+    drain: Drain | None
+    stored: int  # deliveries stored under the sender's prefix
+    pending: int  # of which still pending
+    mapped: int  # runs of the sender's repository
+    warning: str | None
+    context: str  # the machine's load when the run began; the /metrics reads
+
+    @property
+    def lost(self) -> int:
+        """Acknowledged deliveries with no run (or still unmapped when the wait ended)."""
+        return max(0, int(self.result["acked"]) - self.mapped)
+
+    def note(self, label: str) -> str:
+        result = self.result
+        kinds = result.get("transport_error_kinds") or {}
+        lines = [
+            f"webhook ({label}): {result['sent']:,} sent, {result['acked']:,} acknowledged "
+            f"2xx, {self.stored:,} deliveries stored ({self.pending:,} pending), "
+            f"{self.mapped:,} runs stored -> lost: {self.lost}; statuses {result['statuses']}, "
+            f"transport errors {result['transport_errors']}{f' {kinds}' if kinds else ''}; "
+            f"generator CPU {result['client_cpu_seconds']:.1f} s over {result['seconds']:.1f} s",
+        ]
+        if self.drain is not None:
+            lines.append(drain_note(self.drain))
+        first_refused = result.get("first_refused_monotonic")
+        first_send = result.get("first_send_monotonic")
+        if first_refused is not None and first_send is not None:
+            lines.append(
+                f"refusals from {first_refused - first_send:.2f} s to "
+                f"{result['last_refused_monotonic'] - first_send:.2f} s after the first send"
+            )
+        lines.append(self.context)
+        if self.warning is not None:
+            lines.append(self.warning)
+        return "; ".join(lines)
+
+
+def send_webhooks(
+    ctx: Context, label: str, generator_args: list[str], *, timeout: float,
+    metrics_url: str | None,
+) -> WebhookRun:  # fmt: skip
+    """``bench.webhook_load`` as ``label`` with ``generator_args``; with ``metrics_url``
+    (the stack: mapping behind the acknowledgement) the pipeline's counters are followed
+    from before the first send until every acknowledged delivery is mapped."""
     env = {"BENCH_WEBHOOK_SECRET": ctx.webhook_secret}
-    timeout = warmup + duration + GENERATOR_TIMEOUT_MARGIN
-    result = run_generator("bench.webhook_load", args, env, timeout)
-    time.sleep(1.0)  # let the last transactions commit
+    args = [*webhook_identity(label), *generator_args]
+    warning = None
+    drain = None
+    if metrics_url is None:
+        context = _load_average()
+        result = run_generator("bench.webhook_load", args, env, timeout)
+        time.sleep(1.0)  # let the last transactions commit
+    else:
+        warning = wait_for_no_pending(ctx)
+        context = _load_average()
+        with DrainWatch(metrics_url) as watch:
+            result = run_generator("bench.webhook_load", args, env, timeout)
+            watch.wait_for(result["acked"], DRAIN_WAIT_SECONDS)
+        first = result["first_send_monotonic"] or watch.samples[0].at
+        last = result["last_answer_monotonic"] or first
+        drain = watch.summary(result["acked"], first, last)
+        context = f"{context}; {watch.cost_note()}"
+        if watch.failures:
+            warning = f"{watch.failures} failed reads of {metrics_url}"
     stored = fetch(
         ctx,
-        "SELECT count(*) FILTER (WHERE result = 'processed') AS processed, count(*) AS raw "
+        "SELECT count(*) FILTER (WHERE result = 'pending') AS pending, count(*) AS raw "
         "FROM deliveries WHERE delivery_id LIKE $1",
         f"bench-{label}-%",
     )[0]
     repository = f"bench/{label}-webhooks"
     mapped = fetch(ctx, "SELECT count(*) AS n FROM runs WHERE repository = $1", repository)[0]
-    lost = result["acked"] - mapped["n"]
-    note = (
-        f"webhook ({label}): {result['sent']} sent (warm-up included), {result['acked']} "
-        f"acknowledged 2xx, {stored['raw']} deliveries stored ({stored['processed']} "
-        f"processed), {mapped['n']} runs stored -> lost: {lost}; statuses {result['statuses']}, "
-        f"transport errors {result['transport_errors']}; generator CPU "
-        f"{result['client_cpu_seconds']:.1f} s over {result['seconds']:.1f} s"
+    return WebhookRun(
+        result, drain, stored["raw"], stored["pending"], mapped["n"], warning, context
     )
+
+
+def _load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) at the start"
+
+
+def webhook_run(
+    ctx: Context, url: str, label: str, *, connections: int, warmup: float, duration: float,
+    rate: float = 0.0, metrics_url: str | None = None,
+) -> tuple[Measurement, WebhookRun]:  # fmt: skip
+    """Signed deliveries to ``url`` for ``warmup`` + ``duration`` seconds; the measurement
+    (rps: deliveries acknowledged 2xx per second, which for the stack means stored and
+    answered 202 ``accepted``; errors: 4xx/5xx answers + acknowledged deliveries not mapped
+    to a run) and the run, whose note checks every one was stored and mapped."""
+    args = [
+        "--url", url, "--connections", str(connections),
+        "--warmup", str(warmup), "--duration", str(duration), "--rate", str(rate),
+    ]  # fmt: skip
+    timeout = warmup + duration + GENERATOR_TIMEOUT_MARGIN
+    run = send_webhooks(ctx, label, args, timeout=timeout, metrics_url=metrics_url)
+    result = run.result
     measurement = Measurement(
         requests=result["requests"] - result["errors"],
         seconds=result["seconds"],
         p50_ms=result["p50_ms"],
         p99_ms=result["p99_ms"],
-        errors=result["errors"] + max(lost, 0),
+        errors=result["errors"] + run.lost,
         client_cpu_seconds=result["client_cpu_seconds"],
     )
-    return measurement, note
+    return measurement, run
+
+
+def _metrics_url(ctx: Context, target: Target) -> str | None:
+    return pipeline_metrics_url(ctx) if target.name == "stack" else None
+
+
+def _mapping_cell(run: WebhookRun) -> str:
+    return drain_cell(run.drain) if run.drain is not None else "mapped before the answer"
 
 
 def webhook_measure(ctx: Context, scenario: Scenario, target: Target) -> Outcome:
-    measurement, note = webhook_run(
+    measurement, run = webhook_run(
         ctx,
         target.base_url + target.path(scenario),
         target.name,
-        connections=WEBHOOK_CONNECTIONS,
+        connections=connections(ctx, scenario),
         warmup=ctx.mode.warmup,
         duration=ctx.mode.duration,
+        metrics_url=_metrics_url(ctx, target),
     )
-    ctx.notes.append(note)
-    return Outcome(measurement)
+    ctx.notes.append(run.note(target.name))
+    return Outcome(measurement, rows=f"{scenario.rows}; {_mapping_cell(run)}")
+
+
+def webhook_burst_measure(ctx: Context, scenario: Scenario, target: Target) -> Outcome:
+    """``ctx.mode.burst`` deliveries at once from ``scenario.connections`` connections:
+    rps = deliveries answered 202 per second (first send -> last answer), p50/p99 of every
+    answer, errors = refused (any answer but 202, timeouts, socket errors) + lost; the
+    rows cell says when the last was mapped, from the first send."""
+    label = f"burst-{target.name}"
+    count = ctx.mode.burst
+    args = [
+        "--url", target.base_url + target.path(scenario), "--count", str(count),
+        "--connections", str(connections(ctx, scenario)),
+        "--timeout", str(BURST_ANSWER_TIMEOUT_SECONDS),
+    ]  # fmt: skip
+    timeout = count / SLOWEST_BURST_RATE + GENERATOR_TIMEOUT_MARGIN
+    run = send_webhooks(ctx, label, args, timeout=timeout, metrics_url=_metrics_url(ctx, target))
+    result = run.result
+    accepted = int(result["statuses"].get("202", 0))
+    refused = count - accepted
+    ctx.notes.append(
+        f"webhook burst ({target.name}): {count:,} deliveries from "
+        f"{connections(ctx, scenario)} connections in {result['seconds']:.1f} s: {accepted:,} "
+        f"accepted 202 ({accepted / result['seconds'] if result['seconds'] else 0:,.0f}/s), "
+        f"{refused} refused; " + run.note(label)
+    )
+    measurement = Measurement(
+        requests=accepted,
+        seconds=result["seconds"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        errors=refused + run.lost,
+        client_cpu_seconds=result["client_cpu_seconds"],
+    )
+    return Outcome(measurement, rows=f"{format_count(count)} at once; {_mapping_cell(run)}")
 
 
 def sse_measure(ctx: Context, scenario: Scenario, target: Target) -> Outcome:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.context import Context, Outcome, Scenario, Target
-from bench.measure import webhook_run, wrk_run
+from bench.measure import pipeline_metrics_url, webhook_run, wrk_run
 from bench.report import SERVICES, rss_timeline_table, rss_trend, service_series, soak_rss_note
 from bench.rss import RssSampler
 
@@ -31,10 +31,11 @@ def soak_measure(ctx: Context, scenario: Scenario, target: Target) -> Outcome:
         trickle = pool.submit(
             webhook_run, ctx, url, "soak",
             connections=WEBHOOK_CONNECTIONS, warmup=0.0, duration=seconds, rate=WEBHOOK_RATE,
+            metrics_url=pipeline_metrics_url(ctx),
         )  # fmt: skip
         measurement = wrk_run(ctx, scenario, target, seconds)
-        _, webhook_note = trickle.result()
-    ctx.notes.append(f"soak: {webhook_note}")
+        _, webhooks = trickle.result()
+    ctx.notes.append(f"soak: {webhooks.note('soak')}")
     for service in SERVICES:
         trend = rss_trend(service_series(sampler.timeline, service), sampler.peaks.get(service))
         if trend is not None:

@@ -35,6 +35,12 @@ and the pipeline, not a shed point: GitHub never redelivers a delivery that was 
 so it sits far above normal bursts (1,000 concurrent deliveries per replica are all
 forwarded). A signed delivery is stored and acknowledged (202) before it is mapped; the
 pipeline's backlog bound is what refuses (503 with ``Retry-After``)."""
+HEALTH_CHECK_TIMEOUT = "10s"
+"""How long Traefik waits for a ``/readyz`` answer. One late answer takes the replica out,
+and a pipeline answering a burst of webhook deliveries (hundreds in flight, each waiting
+its turn on the event loop) can take seconds to answer its probe: 3 s took the only
+replica out in a bench burst, and Traefik then answered 503 to the rest of it. A replica
+that is down refuses the connection and is taken out at once whatever this says."""
 DEFAULT_METRICS_PORT = 8082
 DEFAULT_SERVICE_PORTS: dict[str, int] = {"auth": 8101, "pipeline": 8102, "admin": 8103}
 COMMITTED_CONFIG_DIR = Path("deploy/traefik")
@@ -224,7 +230,7 @@ def render_dynamic_config(
         healthCheck:
           path: /readyz
           interval: {health_check_interval}
-          timeout: 3s
+          timeout: {HEALTH_CHECK_TIMEOUT}
         servers:
 {servers}"""
         )
