@@ -66,7 +66,11 @@ class DeliveryRepository(RepositoryBase[Delivery]):
     # -- acceptance ----------------------------------------------------------------------
 
     async def store_many(self, deliveries: Sequence[NewDelivery]) -> set[str]:
-        """Insert ``deliveries`` (distinct ids) in one statement; the ids that were new."""
+        """Insert ``deliveries`` (distinct ids) in one statement; the ids that were new.
+
+        Rows go in in delivery-id order: two replicas storing copies of the same deliveries
+        at once then wait on each other's unique-index entries in one order, never in a
+        cycle (a deadlock would fail every delivery of both commits)."""
         dialect = self.session.get_bind().dialect.name
         now = utcnow()
         rows = [
@@ -82,7 +86,7 @@ class DeliveryRepository(RepositoryBase[Delivery]):
                 "attempts": 0,
                 "retry_at": None,
             }
-            for d in deliveries
+            for d in sorted(deliveries, key=lambda d: d.delivery_id)
         ]
         stored = await self.session.execute(_STORE[dialect], rows)
         return set(stored.scalars())
