@@ -411,6 +411,39 @@ async def test_bulk_reprocess_defaults_to_every_failed_delivery(pipeline: Pipeli
     assert sorted(counts) == [0, 1, 2]
 
 
+async def test_bulk_reprocess_refuses_what_would_fill_the_backlog(
+    pipeline_factory: Any,
+) -> None:
+    """Reprocessing must not take the backlog to its bound, where GitHub's own new
+    deliveries would be refused: 2 pending + 3 matching against a bound of 5 is refused
+    (409, nothing changed); against a bound of 6 it is done."""
+    pipeline: PipelineHarness = await pipeline_factory(webhook_backlog_limit=5)
+    await seed(
+        pipeline,
+        *(_delivery(f"queued-{n}", result="pending") for n in range(2)),
+        *(_delivery(f"redo-{n}") for n in range(3)),
+    )
+    refused = await pipeline.client.post(
+        f"{BASE}/reprocess", json={}, headers=pipeline.headers(Role.ADMIN)
+    )
+    assert refused.status_code == 409, refused.text
+    problem = refused.json()
+    assert (problem["code"], problem["matched"], problem["room"]) == (
+        "backlog_would_overflow",
+        3,
+        2,
+    )
+    for n in range(3):
+        assert_untouched(await stored(pipeline, f"redo-{n}"), "failed")
+    assert await audit_events(pipeline, "pipeline.webhook.deliveries_reprocessed") == []
+
+    roomier: PipelineHarness = await pipeline_factory(webhook_backlog_limit=6)
+    allowed = await roomier.client.post(
+        f"{BASE}/reprocess", json={}, headers=roomier.headers(Role.ADMIN)
+    )
+    assert allowed.json() == {"reprocessed": 3}
+
+
 async def test_bulk_reprocess_refuses_more_than_its_bound(
     pipeline: PipelineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

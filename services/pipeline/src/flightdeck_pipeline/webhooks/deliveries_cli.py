@@ -267,12 +267,14 @@ def _reprocess_matching(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     async def work(session: AsyncSession) -> int:
-        result = await service.reprocess_deliveries(session, request, actor=ACTOR)
+        result = await service.reprocess_deliveries(
+            session, request, actor=ACTOR, backlog_limit=settings.webhook_backlog_limit
+        )
         return result.reprocessed
 
     try:
         reprocessed = _with_session(settings, work)
-    except service.TooManyDeliveries as exc:
+    except (service.TooManyDeliveries, service.BacklogWouldOverflow) as exc:
         print(f"flightdeck-pipeline: {exc.detail}", file=sys.stderr)
         return 1
     print(f"{reprocessed} {request.result} deliveries set back to pending")

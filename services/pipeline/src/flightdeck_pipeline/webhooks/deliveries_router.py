@@ -20,6 +20,7 @@ from flightdeck_pipeline.dependencies import (
     AdminUser,
     OperatorUser,
     ReadSessionDep,
+    RuntimeDep,
 )
 from flightdeck_pipeline.webhooks import deliveries_service as service
 from flightdeck_pipeline.webhooks.deliveries_repository import DeliveryFilter
@@ -33,6 +34,7 @@ from flightdeck_pipeline.webhooks.deliveries_schemas import (
     DeliveryResult,
 )
 from flightdeck_pipeline.webhooks.deliveries_service import (
+    BacklogWouldOverflow,
     DeliveryNotFound,
     DeliveryPending,
     TooManyDeliveries,
@@ -100,15 +102,21 @@ async def list_deliveries(
     response_model=BulkReprocessResult,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Reprocess the deliveries a filter selects",
-    responses=problem_responses(TooManyDeliveries),
+    responses=problem_responses(TooManyDeliveries, BacklogWouldOverflow),
 )
 async def reprocess_deliveries(
     body: Annotated[BulkReprocess, Body(openapi_examples=BULK_REPROCESS_EXAMPLES)],
     user: AdminUser,
     session: ReprocessSessionDep,
+    runtime: RuntimeDep,
 ) -> BulkReprocessResult:
     """Set the selected deliveries (failed by default) back to pending, at most 100,000."""
-    return await service.reprocess_deliveries(session, body, actor=_actor(user))
+    return await service.reprocess_deliveries(
+        session,
+        body,
+        actor=_actor(user),
+        backlog_limit=runtime.settings.webhook_backlog_limit,
+    )
 
 
 @router.get(

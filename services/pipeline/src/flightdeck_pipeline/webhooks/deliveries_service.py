@@ -21,6 +21,7 @@ from flightdeck_pipeline.webhooks.deliveries_schemas import (
     DeliveryRead,
 )
 from flightdeck_pipeline.webhooks.models import PENDING
+from flightdeck_pipeline.webhooks.repository import DeliveryRepository
 
 # At most this many deliveries per bulk reprocess: one UPDATE of a bounded size (and a
 # backlog the workers drain in minutes, not hours). More is refused, with the count, so
@@ -43,6 +44,12 @@ class TooManyDeliveries(FlightdeckError):
     code = "too_many_deliveries"
     title = "Too many deliveries match for one reprocess"
     example_members: ClassVar[dict[str, Any]] = {"matched": 250_000, "limit": MAX_BULK_REPROCESS}
+
+
+class BacklogWouldOverflow(Conflict):
+    code = "backlog_would_overflow"
+    title = "Reprocessing these would fill the delivery backlog"
+    example_members: ClassVar[dict[str, Any]] = {"matched": 80_000, "room": 20_000}
 
 
 def _read(row: Any) -> DeliveryRead:
@@ -87,10 +94,11 @@ async def reprocess_delivery(
 
 
 async def reprocess_deliveries(
-    session: AsyncSession, request: BulkReprocess, *, actor: str
+    session: AsyncSession, request: BulkReprocess, *, actor: str, backlog_limit: int
 ) -> BulkReprocessResult:
     """Set every delivery ``request`` selects back to pending in one UPDATE, audited once;
-    refused (nothing changed) when more than ``MAX_BULK_REPROCESS`` match."""
+    refused (nothing changed) when more than ``MAX_BULK_REPROCESS`` match, or when they
+    would take the backlog to ``backlog_limit``, where GitHub's new deliveries are refused."""
     selection = DeliveryFilter(
         result=request.result, event=request.event, since=request.since, until=request.until
     )
@@ -102,6 +110,17 @@ async def reprocess_deliveries(
             "narrow the filter (event, since, until) and call again.",
             matched=matched.rows,
             limit=MAX_BULK_REPROCESS,
+        )
+    pending, _ = await DeliveryRepository(session).backlog()
+    room = max(0, backlog_limit - 1 - pending)
+    if matched.rows > room:
+        raise BacklogWouldOverflow(
+            f"{matched.rows} deliveries match, and {pending} are already pending: "
+            f"reprocessing them would reach the backlog bound ({backlog_limit}), past which "
+            "GitHub's new deliveries are refused. Narrow the filter, or wait for the backlog "
+            "to drain.",
+            matched=matched.rows,
+            room=room,
         )
     reprocessed = 0
     if matched.last_pk is not None:
