@@ -152,7 +152,12 @@ def _metric(text: str, name: str, **labels: str) -> float:
 def _metrics(stack: Stack, http: httpx.Client | None = None) -> str:
     url = f"{stack.replica_url('pipeline', 0)}/metrics"
     if http is not None:
-        return http.get(url).text
+        try:
+            return http.get(url).text
+        except httpx.TransportError:
+            # A kept-alive connection the server closed as this request went out (seen
+            # once on a loaded CI machine, 49 requests into one): ask again on a new one.
+            pass
     return httpx.get(url, timeout=REQUEST_TIMEOUT, trust_env=False).text
 
 
