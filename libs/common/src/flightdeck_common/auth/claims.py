@@ -94,6 +94,11 @@ class TokenClaims:
         return self.token_use is TokenUse.SERVICE
 
     @property
+    def actor_name(self) -> str:
+        """Who an audit event names for this token: the username, else the subject."""
+        return self.username or self.sub
+
+    @property
     def user_id(self) -> str | None:
         """The user id (``sub``) of a user token; None for service tokens."""
         return None if self.is_service else self.sub

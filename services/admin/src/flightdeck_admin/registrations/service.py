@@ -317,7 +317,7 @@ async def _verify(
         # without knowing whether auth created the account.
         approval_interrupted = request.claimed_at is not None
 
-    reviewer_name = reviewer.username or reviewer.sub
+    reviewer_name = reviewer.actor_name
     reviewer_id = reviewer.user_id or ""
     if not reviewer_id.isdigit():
         raise ApprovalKeyRequired("Only user accounts with an approval key can decide.")

@@ -23,7 +23,7 @@ async def update_user(
 ) -> AuthUser:
     """Change role and/or active flag at auth; auth refuses to remove the last active admin
     (409) and ends the user's sessions. Audited as ``admin.user.updated``."""
-    actor = admin.username or admin.sub
+    actor = admin.actor_name
     before = await api.get_user(user_id)
     after = await api.update_user(user_id, role=body.role, is_active=body.is_active, actor=actor)
     changes: dict[str, Any] = {}

@@ -65,10 +65,6 @@ def _read(account: ServiceAccount) -> ServiceAccountRead:
     )
 
 
-def _actor(admin: AdminUser) -> str:
-    return admin.username or admin.sub
-
-
 @router.post(
     "/service-accounts",
     response_model=ServiceAccountCreated,
@@ -88,7 +84,7 @@ async def create_service_account(
         body.client_id,
         list(body.audiences),
         description=body.description,
-        actor=_actor(admin),
+        actor=admin.actor_name,
     )
     return ServiceAccountCreated(**_read(account).model_dump(), client_secret=secret)
 
@@ -122,5 +118,5 @@ async def deactivate_service_account(
     """Refuse new service tokens to this account from now on (idempotent). Tokens it
     already holds stay valid until they expire (minutes). Audited as
     `auth.service_account.deactivated`."""
-    account = await service.deactivate_service_account(session, client_id, actor=_actor(admin))
+    account = await service.deactivate_service_account(session, client_id, actor=admin.actor_name)
     return _read(account)

@@ -143,14 +143,11 @@ class DeliveryAcceptor:
                     ):
                         requeued.add(delivery.delivery_id)
         answers: list[str] = []
-        answered: set[str] = set()
         pending = 0
         for waiting in batch:
             delivery = waiting.delivery
-            is_first = delivery.delivery_id not in answered and (
-                first[delivery.delivery_id] is delivery
-            )
-            answered.add(delivery.delivery_id)
+            # Copies of a delivery in one commit: the first is the one stored.
+            is_first = first[delivery.delivery_id] is delivery
             if is_first and (delivery.delivery_id in new or delivery.delivery_id in requeued):
                 pending += delivery.result == PENDING
                 answers.append(ACCEPTED if delivery.result == PENDING else IGNORED)

@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flightdeck_common.auth.claims import TokenClaims
 from flightdeck_common.db import session_scope
 from flightdeck_common.errors import InvalidCursor, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
@@ -68,10 +67,6 @@ async def get_reprocess_session(request: Request) -> AsyncIterator[AsyncSession]
 ReprocessSessionDep = Annotated[AsyncSession, Depends(get_reprocess_session, scope="function")]
 
 
-def _actor(user: TokenClaims) -> str:
-    return user.username or user.sub
-
-
 @router.get(
     "",
     response_model=Page[DeliveryRead],
@@ -114,7 +109,7 @@ async def reprocess_deliveries(
     return await service.reprocess_deliveries(
         session,
         body,
-        actor=_actor(user),
+        actor=user.actor_name,
         backlog_limit=runtime.settings.webhook_backlog_limit,
     )
 
@@ -143,4 +138,4 @@ async def reprocess_delivery(
     delivery_id: DeliveryIdPath, user: AdminUser, session: ReprocessSessionDep
 ) -> DeliveryRead:
     """Set a delivery back to pending so that it is mapped again."""
-    return await service.reprocess_delivery(session, delivery_id, actor=_actor(user))
+    return await service.reprocess_delivery(session, delivery_id, actor=user.actor_name)

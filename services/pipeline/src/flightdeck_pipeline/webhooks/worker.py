@@ -190,9 +190,9 @@ class DeliveryWorker:
                 async with asyncio.timeout(self._poll_seconds):
                     await self._wake.wait()
 
-    async def _refresh_backlog(self, force: bool = False) -> None:
+    async def _refresh_backlog(self) -> None:
         now = time.monotonic()
-        if not force and now - self._counted_at < self._backlog_refresh_seconds:
+        if now - self._counted_at < self._backlog_refresh_seconds:
             return
         self._counted_at = now
         accepted_before = self._accepted_total
