@@ -2,9 +2,10 @@
 # Entrypoint of the Flightdeck images: runs `flightdeck-$FLIGHTDECK_SERVICE <command>`.
 #   (no arguments) or `serve [extra flags]`  the service on 0.0.0.0:$FLIGHTDECK_PORT
 #   migrate | check-settings | <any other subcommand> [args]   that subcommand, as given
-# FLIGHTDECK_SERVICE and FLIGHTDECK_PORT are baked in by the Dockerfile. FORWARDED_ALLOW_IPS
-# lists the proxies whose X-Forwarded-* headers are trusted (default 127.0.0.1: none but
-# loopback; compose and Kubernetes set it to where their ingress runs).
+# FLIGHTDECK_SERVICE and FLIGHTDECK_PORT are baked in by the Dockerfile. The proxies whose
+# X-Forwarded-* headers are trusted come from the FORWARDED_ALLOW_IPS setting, read by
+# `serve` itself (default 127.0.0.1: none but loopback; compose and Kubernetes set it to
+# their ingress's addresses; production refuses "*").
 set -eu
 
 : "${FLIGHTDECK_SERVICE:?FLIGHTDECK_SERVICE is not set (the image is built with --build-arg SERVICE=...)}"
@@ -19,7 +20,6 @@ if [ "$1" = "serve" ]; then
     exec "$command" serve \
         --host 0.0.0.0 \
         --port "$FLIGHTDECK_PORT" \
-        --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" \
         "$@"
 fi
 exec "$command" "$@"

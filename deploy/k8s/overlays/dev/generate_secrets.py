@@ -52,6 +52,9 @@ def generate(directory: Path = SECRETS_DIR) -> list[Path]:
         "admin": {
             "FLIGHTDECK_ADMIN_DATABASE_URL": db_url("admin"),
             "FLIGHTDECK_ADMIN_SERVICE_CLIENT_SECRET": admin_client,
+            "FLIGHTDECK_ADMIN_AUDIT_CHAIN_KEY": _token(),
+            # A 32-byte Ed25519 seed, base64url: the head signing key.
+            "FLIGHTDECK_ADMIN_AUDIT_SIGNING_KEY": _token(),
         },
     }
     directory.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flightdeck_common.client_addresses import parse_trusted_proxies, trusts_every_peer
 from flightdeck_common.db import create_engine
 from flightdeck_common.migrations import upgrade_to_head
 from flightdeck_common.settings import CommonSettings
@@ -48,8 +49,11 @@ def run_cli(
     serve.add_argument("--port", type=int, default=default_port)
     serve.add_argument(
         "--forwarded-allow-ips",
-        default="127.0.0.1",
-        help="addresses of the ingress whose X-Forwarded-* headers are trusted",
+        default=None,
+        help=(
+            "addresses or CIDR networks of the ingress whose X-Forwarded-* headers are "
+            "trusted (default: the FORWARDED_ALLOW_IPS setting, itself 127.0.0.1)"
+        ),
     )
     args = parser.parse_args(argv)
 
@@ -70,17 +74,34 @@ def run_cli(
         print(f"flightdeck-{service}: database migrated to head")
         return 0
 
+    try:
+        trusted_proxies = _trusted_proxies(settings, args.forwarded_allow_ips)
+    except ValueError as exc:
+        print(f"flightdeck-{service}: --forwarded-allow-ips: {exc}", file=sys.stderr)
+        return 2
+
     from flightdeck_common.shutdown import serve as serve_app
 
     return serve_app(
         app_path,
         args.host,
         args.port,
-        args.forwarded_allow_ips,
+        trusted_proxies,
         settings.shutdown_drain_seconds,
         max_header_bytes=settings.max_header_bytes,
         header_read_timeout=settings.header_read_timeout_seconds,
     )
+
+
+def _trusted_proxies(settings: CommonSettings, flag: str | None) -> str:
+    """The proxies ``serve`` trusts: the flag when given, else the setting; production
+    refuses ``*`` from either."""
+    if flag is None:
+        return settings.forwarded_allow_ips
+    entries = parse_trusted_proxies(flag)
+    if settings.is_production and trusts_every_peer(flag):
+        raise ValueError("'*' (any peer) is refused in production: name the ingress's addresses")
+    return ",".join(entries)
 
 
 async def _migrate(settings: CommonSettings, migrations_dir: Path) -> None:

@@ -18,6 +18,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from flightdeck_common.client_addresses import address_key
 from flightdeck_common.errors import RateLimited
 from flightdeck_common.redis_client import reconnect_options
 
@@ -27,6 +28,12 @@ logger = logging.getLogger(__name__)
 def client_ip(request: Request) -> str:
     """The client address as seen by uvicorn (proxy headers are trusted only from the ingress)."""
     return request.client.host if request.client else "unknown"
+
+
+def client_address_key(request: Request) -> str:
+    """What per-address limits count the client under: its IPv4 address or its IPv6 /64
+    (see :func:`flightdeck_common.client_addresses.address_key`)."""
+    return address_key(client_ip(request))
 
 
 class RateLimiter:
@@ -96,9 +103,10 @@ def _async_redis_uri(url: str) -> str:
 
 
 def rate_limit(
-    name: str, key: Callable[[Request], str] = client_ip
+    name: str, key: Callable[[Request], str] = client_address_key
 ) -> Callable[[Request, Response], Awaitable[None]]:
-    """Dependency enforcing the limit called ``name`` (``rate_limit_<name>`` in settings)."""
+    """Dependency enforcing the limit called ``name`` (``rate_limit_<name>`` in settings),
+    counted per ``key`` (default: per client address, IPv6 by /64)."""
 
     async def enforce(request: Request, response: Response) -> None:
         limiter: RateLimiter = request.app.state.resources.rate_limiter

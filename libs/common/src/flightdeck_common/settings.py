@@ -10,8 +10,17 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from flightdeck_common.client_addresses import parse_trusted_proxies, trusts_every_peer
 
 MIB = 1024 * 1024
 DEFAULT_MAX_JSON_DEPTH = 64
@@ -104,6 +113,15 @@ class CommonSettings(BaseSettings):
         validation_alias=_shared("ADMIN_URL"),
         description="Base URL of the admin service (where outbox relays deliver audit events).",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        validation_alias=_shared("FORWARDED_ALLOW_IPS"),
+        description=(
+            "Comma-separated addresses or CIDR networks of the ingress whose X-Forwarded-For "
+            "names the client (`serve`); others are the client themselves. `*` (any peer) "
+            "is refused in production."
+        ),
+    )
     jwt_issuer: str = Field("flightdeck-auth", validation_alias=_shared("JWT_ISSUER"))
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
     log_json: bool = Field(True, validation_alias=_shared("LOG_JSON"))
@@ -162,6 +180,11 @@ class CommonSettings(BaseSettings):
     password_hash_time_cost: int = Field(2, ge=1, le=20)
     password_hash_memory_kib: int = Field(19456, ge=1024, le=1048576)
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxy_addresses(cls, value: str) -> str:
+        return ",".join(parse_trusted_proxies(value))
+
     @model_validator(mode="after")
     def _defaults_and_production_rules(self) -> CommonSettings:
         if not self.database_url:
@@ -196,6 +219,11 @@ class CommonSettings(BaseSettings):
                 f"{prefix}PASSWORD_HASH_TIME_COST must be at least "
                 f"{PRODUCTION_MIN_HASH_TIME_COST} and {prefix}PASSWORD_HASH_MEMORY_KIB at least "
                 f"{PRODUCTION_MIN_HASH_MEMORY_KIB} (OWASP's argon2id minimum)"
+            )
+        if trusts_every_peer(self.forwarded_allow_ips):
+            problems.append(
+                "FORWARDED_ALLOW_IPS must name the ingress's addresses, not '*' (any client "
+                "could then choose its own address for rate limits and logs)"
             )
         for name in self.required_secrets:
             env_name = f"{self.env_prefix}{name}".upper()

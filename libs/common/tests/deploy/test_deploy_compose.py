@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 import yaml
@@ -44,6 +46,7 @@ from flightdeck_common.devstack.traefik import (
     DEFAULT_METRICS_PORT,
     DEFAULT_SERVICE_PORTS,
     ROUTE_PREFIXES,
+    public_rule,
     render_dynamic_config,
     render_static_config,
 )
@@ -82,8 +85,6 @@ FLIGHTDECK_CONTAINERS = {
     **{f"migrate-{service}": service for service in SERVICES},
     "provision-service-accounts": "auth",
 }
-# Set in compose for the image's entrypoint, not a pydantic setting.
-IMAGE_ENV = frozenset({"FORWARDED_ALLOW_IPS"})
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -351,7 +352,7 @@ def test_every_setting_without_a_production_default_is_set(
 
 def test_production_gaps_are_derived_from_the_settings() -> None:
     """The derivation is not vacuous: what each service must get in production."""
-    shared = {"ENVIRONMENT", "REDIS_URL", "AUTH_URL", "ADMIN_URL"}
+    shared = {"ENVIRONMENT", "REDIS_URL", "AUTH_URL", "ADMIN_URL", "FORWARDED_ALLOW_IPS"}
     assert set(production_gaps(AuthSettings)) == shared | {
         "FLIGHTDECK_AUTH_DATABASE_URL",
         "FLIGHTDECK_AUTH_SECRET_KEY",
@@ -366,6 +367,8 @@ def test_production_gaps_are_derived_from_the_settings() -> None:
         "FLIGHTDECK_ADMIN_DATABASE_URL",
         "FLIGHTDECK_ADMIN_SERVICE_CLIENT_ID",
         "FLIGHTDECK_ADMIN_SERVICE_CLIENT_SECRET",
+        "FLIGHTDECK_ADMIN_AUDIT_CHAIN_KEY",
+        "FLIGHTDECK_ADMIN_AUDIT_SIGNING_KEY",
     }
 
 
@@ -373,7 +376,7 @@ def test_production_gaps_are_derived_from_the_settings() -> None:
 def test_every_variable_set_for_a_service_is_a_real_setting(
     compose: dict[str, Any], container: str
 ) -> None:
-    known = set(env_names(SETTINGS[FLIGHTDECK_CONTAINERS[container]]).values()) | IMAGE_ENV
+    known = set(env_names(SETTINGS[FLIGHTDECK_CONTAINERS[container]]).values())
     unknown = set(compose["services"][container]["environment"]) - known
     assert not unknown, f"{container} sets variables no setting reads: {sorted(unknown)}"
 
@@ -677,7 +680,12 @@ def test_compose_routes_are_the_dev_routes_with_compose_upstreams(compose: dict[
     assert ours["routers"] == dev["routers"]
     for service in SERVICES:
         prefix = ROUTE_PREFIXES[service]
-        assert ours["routers"][service]["rule"] == f"Path(`{prefix}`) || PathPrefix(`{prefix}/`)"
+        assert ours["routers"][service]["rule"] == public_rule(prefix)
+        # Internal APIs (auth's users, admin's audit ingest) are never routed publicly.
+        assert (
+            f"!(Path(`{prefix}/internal`) || PathPrefix(`{prefix}/internal/`))"
+            in (ours["routers"][service]["rule"])
+        )
         ours_lb, dev_lb = (
             ours["services"][service]["loadBalancer"],
             dev["services"][service]["loadBalancer"],
@@ -714,6 +722,24 @@ def test_traefik_container_mounts_the_compose_configuration(compose: dict[str, A
     }
     assert traefik["ports"] == ["${FLIGHTDECK_HTTP_PORT:-8080}:8080"]
     assert traefik["expose"] == [str(DEFAULT_METRICS_PORT)]
+
+
+def test_only_traefik_is_trusted_to_name_the_client(compose: dict[str, Any]) -> None:
+    """FORWARDED_ALLOW_IPS is Traefik's fixed address on the `edge` network, which no other
+    container can be given (Docker allocates from ip_range only); Traefik is on no other
+    network, so every request it forwards comes from that address."""
+    trusted = compose["x-shared-env"]["FORWARDED_ALLOW_IPS"]
+    assert trusted != "*"
+    address = ipaddress.ip_address(trusted)
+    [ipam] = compose["networks"]["edge"]["ipam"]["config"]
+    assert address in ipaddress.ip_network(ipam["subnet"])
+    assert address not in ipaddress.ip_network(ipam["ip_range"])
+    traefik = compose["services"]["traefik"]
+    assert traefik["networks"] == {"edge": {"ipv4_address": trusted}}
+    for service in SERVICES:
+        assert compose["services"][service]["environment"]["FORWARDED_ALLOW_IPS"] == trusted
+        assert "edge" in compose["services"][service]["networks"]
+    assert "edge" in compose["services"]["prometheus"]["networks"]  # scrapes traefik:8082
 
 
 # --- image: Dockerfile, .dockerignore, entrypoint -----------------------------------------------
@@ -811,6 +837,13 @@ def test_runtime_runs_as_a_numeric_non_root_user_with_a_health_check() -> None:
     assert "ENTRYPOINT" in keywords
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
     assert json.loads(next(a for k, a in runtime if k == "CMD")) == ["serve"]
+
+
+def test_image_runs_in_production_mode_unless_told_otherwise() -> None:
+    runtime_env = " ".join(a for k, a in _stage("runtime") if k == "ENV").split()
+    assert "ENVIRONMENT=production" in runtime_env
+    # The code's default stays development (`make run`); the image is what overrides it.
+    assert CommonSettings.model_fields["environment"].default.value == "development"
 
 
 def test_dockerfile_adds_no_secrets() -> None:
@@ -944,13 +977,11 @@ def test_entrypoint_runs_serve_by_default_and_passes_other_commands(tmp_path: Pa
     }
 
     default = _run_entrypoint([], env)
-    assert default.stdout.split(" ", 1)[1].strip() == (
-        "serve --host 0.0.0.0 --port 8102 --forwarded-allow-ips 127.0.0.1"
-    )
-    trusted = _run_entrypoint(["serve", "--port", "9000"], {**env, "FORWARDED_ALLOW_IPS": "*"})
-    assert trusted.stdout.split(" ", 1)[1].strip() == (
-        "serve --host 0.0.0.0 --port 8102 --forwarded-allow-ips * --port 9000"
-    )
+    assert default.stdout.split(" ", 1)[1].strip() == "serve --host 0.0.0.0 --port 8102"
+    # The trusted proxies are the FORWARDED_ALLOW_IPS setting, which `serve` reads (and
+    # checks) itself: the entrypoint passes no default of its own.
+    extra = _run_entrypoint(["serve", "--port", "9000"], {**env, "FORWARDED_ALLOW_IPS": "*"})
+    assert extra.stdout.split(" ", 1)[1].strip() == ("serve --host 0.0.0.0 --port 8102 --port 9000")
     assert _run_entrypoint(["migrate"], env).stdout.split(" ", 1)[1].strip() == "migrate"
     unset = _run_entrypoint([], {"PATH": env["PATH"], "FLIGHTDECK_PORT": "8102"})
     assert unset.returncode != 0
@@ -1004,3 +1035,82 @@ def test_entrypoint_serves_the_real_service_and_the_health_checks_pass(
             process.kill()
             process.wait()
         log.close()
+
+
+def _entrypoint_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "FLIGHTDECK_SERVICE": "auth",
+        "FLIGHTDECK_PORT": str(port),
+        "ENVIRONMENT": "development",
+        "FLIGHTDECK_AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+        "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "FLIGHTDECK_AUTH_OUTBOX_RELAY_ENABLED": "false",
+        "LOG_JSON": "true",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+def _client_address_seen(tmp_path: Path, forwarded_allow_ips: str) -> str:
+    """Serve auth through the image's entrypoint with ``FORWARDED_ALLOW_IPS``, send one
+    request from loopback claiming ``X-Forwarded-For: 203.0.113.7``, and return the client
+    address the service logged for it."""
+    tmp_path.mkdir()
+    port = free_port()
+    env = _entrypoint_env(tmp_path, port, FORWARDED_ALLOW_IPS=forwarded_allow_ips)
+    log_path = tmp_path / "auth.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["sh", str(ENTRYPOINT)], env=env, cwd=tmp_path, stdout=log, stderr=log
+        )
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+            with httpx.Client(trust_env=False, timeout=10) as http:
+                answer = http.get(
+                    f"http://127.0.0.1:{port}/auth/me",
+                    headers={"X-Forwarded-For": "203.0.113.7"},
+                )
+            assert answer.status_code == 401
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    for line in log_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("http_path") == "/auth/me":
+            return str(record["client_ip"])
+    raise AssertionError(f"no access log line for /auth/me in:\n{log_path.read_text()}")
+
+
+def test_a_forwarded_for_header_from_an_untrusted_peer_is_not_the_client(
+    tmp_path: Path,
+) -> None:
+    """The image serves with the FORWARDED_ALLOW_IPS setting: a peer outside it is the
+    client, whatever X-Forwarded-For it writes; a listed proxy names the client."""
+    assert _client_address_seen(tmp_path / "untrusted", "192.0.2.10, 10.0.0.0/8") == "127.0.0.1"
+    assert _client_address_seen(tmp_path / "trusted", "127.0.0.1") == "203.0.113.7"
+
+
+@pytest.mark.parametrize("value", ["*", "traefik"])
+def test_production_refuses_to_trust_every_peer_or_a_host_name(tmp_path: Path, value: str) -> None:
+    env = _entrypoint_env(
+        tmp_path, free_port(), ENVIRONMENT="production", FORWARDED_ALLOW_IPS=value
+    )
+    refused = subprocess.run(
+        ["sh", str(ENTRYPOINT), "check-settings"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "FORWARDED_ALLOW_IPS" in refused.stderr.upper()

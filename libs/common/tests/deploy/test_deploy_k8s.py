@@ -590,6 +590,43 @@ def test_in_cluster_urls_point_at_services(rendered: Rendered) -> None:
     assert shared["ADMIN_URL"] == f"http://admin:{PORTS['admin']}"
 
 
+def test_only_the_ingress_controller_may_name_the_client(rendered: Rendered) -> None:
+    """No manifest trusts X-Forwarded-For from any peer: FORWARDED_ALLOW_IPS (the ingress
+    controller's pod network) reaches every container, and no container passes its own
+    --forwarded-allow-ips."""
+    for doc in rendered.docs:
+        for text in _strings(doc):
+            assert "--forwarded-allow-ips" not in text, f"{doc['metadata']['name']}: {text}"
+    for service, deployment in deployments(rendered).items():
+        for container in all_containers(pod_spec(deployment)):
+            env = environment(rendered, container)
+            trusted = env["FORWARDED_ALLOW_IPS"][0]
+            assert trusted != "*", f"{service}/{container['name']} trusts every peer"
+            for entry in trusted.split(","):
+                ipaddress.ip_network(entry.strip(), strict=False)  # an address or CIDR
+            assert env["FORWARDED_ALLOW_IPS"][1] == "ConfigMap"
+
+
+def test_every_container_runs_in_the_overlay_environment(rendered: Rendered) -> None:
+    """ENVIRONMENT is set for every Flightdeck container (the image defaults to production;
+    only the dev overlay says development)."""
+    for deployment in deployments(rendered).values():
+        for container in all_containers(pod_spec(deployment)):
+            env = environment(rendered, container)
+            assert env["ENVIRONMENT"][0] == rendered.overlay.environment
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
 def test_development_service_accounts_match_the_clients() -> None:
     """dev runs in development mode: auth creates the service accounts the others use.
     (Production creates them with `flightdeck-auth create-service-account`.)"""

@@ -380,6 +380,37 @@ def test_traefik_does_not_route_other_paths(
 @pytest.mark.parametrize(
     "path",
     [
+        "/auth/internal",
+        "/auth/internal/",
+        "/auth/internal/users",
+        "/auth/internal/users?limit=1",
+        "/auth/%69nternal/users",  # percent-encoded letters are decoded before matching
+        "/auth/x/../internal/users",  # dot segments are resolved before matching
+        "/pipelines/internal/anything",
+    ],
+)
+def test_traefik_never_routes_internal_apis(
+    ingress: Ingress, client: httpx.Client, path: str
+) -> None:
+    _wait_for_route(client, f"{ingress.url}/auth/x", 200)
+    for method in ("GET", "POST", "PATCH", "DELETE"):
+        response = client.request(method, f"{ingress.url}{path}")
+        assert response.status_code in (400, 404), (method, path, response.text)
+        assert "name" not in response.text  # never an upstream's answer
+
+
+@needs_traefik
+def test_traefik_routes_paths_that_only_start_like_internal(
+    ingress: Ingress, client: httpx.Client
+) -> None:
+    _wait_for_route(client, f"{ingress.url}/auth/x", 200)
+    assert client.get(f"{ingress.url}/auth/internals").json()["path"] == "/auth/internals"
+
+
+@needs_traefik
+@pytest.mark.parametrize(
+    "path",
+    [
         "/auth/a%2Fb",
         "/auth/a%5Cb",
         "/auth/a%00b",

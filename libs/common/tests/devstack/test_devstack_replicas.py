@@ -102,14 +102,15 @@ def test_replica_addresses_names_and_logs(tmp_path: Path) -> None:
         cluster.replica_url("auth", 3)
 
 
-def test_replicas_call_each_other_through_the_ingress(tmp_path: Path) -> None:
+def test_replicas_call_each_other_through_the_internal_entry_point(tmp_path: Path) -> None:
+    """Never through the ingress, which does not route the internal APIs."""
     single = Stack(_config(tmp_path, 1)).service_env()
     assert (single["AUTH_URL"], single["ADMIN_URL"]) == (
         "http://127.0.0.1:8101",
         "http://127.0.0.1:8103",
     )
     cluster = Stack(_config(tmp_path, 2)).service_env()
-    assert cluster["AUTH_URL"] == cluster["ADMIN_URL"] == "http://127.0.0.1:8080"
+    assert cluster["AUTH_URL"] == cluster["ADMIN_URL"] == "http://127.0.0.1:8081"
 
 
 @pytest.mark.parametrize(
@@ -156,6 +157,7 @@ def test_a_stopped_replica_leaves_the_balancer_and_comes_back(tmp_path: Path) ->
         var_dir=tmp_path / "var",
         ingress_port=free_port(),
         metrics_port=free_port(),
+        internal_port=free_port(),
         service_ports={"auth": ports[0]},
         replica_ports={"auth": ports[1:]},
         services=["auth"],
@@ -174,6 +176,11 @@ def test_a_stopped_replica_leaves_the_balancer_and_comes_back(tmp_path: Path) ->
     with stack, httpx.Client(base_url=stack.ingress_url, timeout=5, trust_env=False) as http:
         assert answering(http) == set(ports)
         assert stack.balancer_state() == {f"http://127.0.0.1:{port}": True for port in ports}
+        # Internal APIs: 404 at the ingress, balanced over the replicas on the internal port.
+        assert http.get("/auth/internal/users").status_code == 404
+        with httpx.Client(base_url=stack.internal_url, timeout=5, trust_env=False) as internal:
+            seen = {internal.get("/auth/internal/users").json()["port"] for _ in range(12)}
+        assert seen == set(ports)
 
         stack.stop_replica("auth", 1)
         assert answering(http) == {ports[0]}  # no 502s: it is out of the balancer

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from flightdeck_common.devstack.stack import Stack
+from flightdeck_common.testing.stack_users import service_token
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +56,55 @@ def test_internal_and_unknown_paths_are_not_routed(ingress: httpx.Client, path: 
     response = ingress.get(path)
     assert response.status_code == 404
     assert "http_request_duration" not in response.text
+
+
+def _audit_batch() -> dict[str, Any]:
+    return {
+        "events": [
+            {
+                "id": str(uuid.uuid4()),
+                "type": "test.internal_route",
+                "service": "pipeline",
+                "actor": "e2e",
+                "subject": "internal-routes",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "data": {},
+            }
+        ]
+    }
+
+
+INTERNAL_APIS = {"auth": "/auth/internal/users", "admin": "/admin/internal/audit-events"}
+# The stack's account whose service token each internal API accepts.
+INTERNAL_CALLERS = {"auth": "admin", "admin": "pipeline"}
+
+
+@pytest.mark.parametrize("service", INTERNAL_APIS)
+def test_internal_apis_answer_404_at_the_ingress_and_work_on_the_service_port(
+    flightdeck_stack: Stack, ingress: httpx.Client, service: str
+) -> None:
+    """Even with a valid service token, the ingress never routes an internal API (Traefik's
+    own 404: no service answered, so no request id); where the services call each other
+    (the service's port) the same request is served."""
+    path = INTERNAL_APIS[service]
+    headers = {
+        "Authorization": f"Bearer {service_token(flightdeck_stack, ingress, INTERNAL_CALLERS[service])}"
+    }
+    for method in ("GET", "POST"):
+        body = _audit_batch() if service == "admin" else {}
+        for variant in (path, f"{path}/", path.replace("/internal", "/%69nternal")):
+            refused = ingress.request(method, variant, json=body, headers=headers)
+            assert refused.status_code == 404, (method, variant, refused.text)
+            assert "x-request-id" not in refused.headers, (method, variant)
+    with httpx.Client(
+        base_url=flightdeck_stack.service_call_url(service), timeout=10, trust_env=False
+    ) as direct:
+        if service == "auth":
+            served = direct.get(path, params={"limit": 1}, headers=headers)
+        else:
+            served = direct.post(path, json=_audit_batch(), headers=headers)
+        assert served.status_code == 200, served.text
+        assert "x-request-id" in served.headers
 
 
 @pytest.mark.parametrize("service", PREFIXES)

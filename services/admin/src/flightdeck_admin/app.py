@@ -6,6 +6,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from flightdeck_admin import __version__
+from flightdeck_admin.audit.head import audit_head_lifespan
 from flightdeck_admin.audit.local_relay import admin_outbox_lifespan
 from flightdeck_admin.audit.router import internal_router as audit_internal_router
 from flightdeck_admin.audit.router import router as audit_router
@@ -54,6 +55,7 @@ def create_app(
             *first_lifespan_hooks,
             auth_client_lifespan,
             password_hasher_lifespan,
+            audit_head_lifespan,  # before the relay: it loads the chain key
             admin_outbox_lifespan(),
         ],
     )

@@ -130,7 +130,9 @@ async def test_verify_reports_valid_then_the_first_tampered_row(
         "checked": 0,
         "first_invalid_id": None,
         "first_invalid_seq": None,
+        "first_invalid_source": None,
         "reason": None,
+        "published_head_matched": None,
     }
     events = [new_event() for _ in range(4)]
     await admin_api.ingest(events)
@@ -141,6 +143,7 @@ async def test_verify_reports_valid_then_the_first_tampered_row(
     tampered = (await admin_api.client.get(path, headers=admin_api.admin_headers())).json()
     assert tampered["valid"] is False
     assert (tampered["first_invalid_seq"], tampered["first_invalid_id"]) == (2, events[1]["id"])
+    assert tampered["first_invalid_source"] == "pipeline"
     assert tampered["checked"] == 1
 
 

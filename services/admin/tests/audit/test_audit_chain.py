@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -29,6 +30,7 @@ from flightdeck_common.migrations import upgrade_to_head
 from flightdeck_common.outbox import AuditEvent
 
 Sessions = async_sessionmaker[AsyncSession]
+CHAIN_KEY = b"a chain key the database does not hold, for tests"
 
 
 def events_of(new_event: Any, count: int, **overrides: Any) -> list[AuditEvent]:
@@ -37,12 +39,12 @@ def events_of(new_event: Any, count: int, **overrides: Any) -> list[AuditEvent]:
 
 async def append(sessions: Sessions, events: list[AuditEvent], source: str = "pipeline") -> Any:
     async with session_scope(sessions) as session:
-        return await append_events(session, events, source=source)
+        return await append_events(session, events, source=source, key=CHAIN_KEY)
 
 
 async def verify(sessions: Sessions, batch: int = 1000) -> Any:
     async with sessions() as session:
-        return await verify_chain(session, batch=batch)
+        return await verify_chain(session, key=CHAIN_KEY, batch=batch)
 
 
 async def rows(sessions: Sessions) -> list[AuditEventRow]:
@@ -55,7 +57,7 @@ async def change(sessions: Sessions, statement: Any) -> None:
         await session.execute(statement)
 
 
-async def test_each_hash_is_sha256_of_the_previous_hash_and_the_canonical_fields(
+async def test_each_hash_is_the_keyed_hmac_of_the_previous_hash_and_the_canonical_fields(
     audit_sessionmaker: Sessions, new_event: Any
 ) -> None:
     event = AuditEvent.model_validate(
@@ -83,9 +85,10 @@ async def test_each_hash_is_sha256_of_the_previous_hash_and_the_canonical_fields
         expected_fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     assert first.prev_hash == GENESIS_HASH
-    assert first.hash == hashlib.sha256((GENESIS_HASH + canonical).encode()).hexdigest()
+    message = (GENESIS_HASH + canonical).encode()
+    assert first.hash == hmac.new(CHAIN_KEY, message, hashlib.sha256).hexdigest()
     assert second.prev_hash == first.hash
-    assert second.hash == event_hash(first.hash, chained_fields(second))
+    assert second.hash == event_hash(first.hash, chained_fields(second), CHAIN_KEY)
     assert first.data == '{"a":[true,null],"b":1}'  # stored as canonical JSON
 
     async with audit_sessionmaker() as session:
@@ -131,7 +134,7 @@ async def test_a_rolled_back_append_leaves_the_chain_as_it_was(
 
     async def failing_change() -> None:
         async with session_scope(audit_sessionmaker) as session:
-            await append_events(session, events_of(new_event, 2), source="pipeline")
+            await append_events(session, events_of(new_event, 2), source="pipeline", key=CHAIN_KEY)
             raise RuntimeError("the caller's change failed")
 
     with pytest.raises(RuntimeError):
@@ -192,7 +195,7 @@ async def test_a_rehashed_row_breaks_the_link_of_the_next(
     await append(audit_sessionmaker, events_of(new_event, 3))
     second = (await rows(audit_sessionmaker))[1]
     second.actor = "mallory"
-    forged = event_hash(second.prev_hash, chained_fields(second))
+    forged = event_hash(second.prev_hash, chained_fields(second), CHAIN_KEY)
     await change(
         audit_sessionmaker,
         update(AuditEventRow).where(AuditEventRow.seq == 2).values(actor="mallory", hash=forged),

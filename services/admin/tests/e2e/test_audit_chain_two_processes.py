@@ -110,8 +110,8 @@ def test_two_processes_keep_one_chain(
                 "scope": "flightdeck:admin-internal",
             },
         ).json()["access_token"]
-        admin_token = http.post(
-            "/auth/internal/users",
+        admin_token = http.post(  # auth's internal API: where admin calls it, not the ingress
+            f"{flightdeck_stack.service_call_url('auth')}/auth/internal/users",
             json={
                 "username": f"chain-admin-{uuid.uuid4().hex[:8]}",
                 "password_hash": asyncio.run(PasswordHasher().hash("chain-admin-passphrase")),

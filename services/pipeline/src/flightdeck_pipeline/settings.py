@@ -6,11 +6,13 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from flightdeck_common.settings import CommaSeparated, CommaSeparatedSecrets, CommonSettings
+from flightdeck_common.settings import CommaSeparated, CommonSettings
+from flightdeck_pipeline.webhooks.secret_scopes import WebhookSecrets
 
 
 class Settings(CommonSettings):
-    model_config = SettingsConfigDict(env_prefix="FLIGHTDECK_PIPELINE_")
+    # hide_input_in_errors: a malformed secrets entry is named by position, never echoed.
+    model_config = SettingsConfigDict(env_prefix="FLIGHTDECK_PIPELINE_", hide_input_in_errors=True)
 
     service_name: ClassVar[str] = "pipeline"
     public_prefix: ClassVar[str] = "/pipelines"
@@ -19,8 +21,19 @@ class Settings(CommonSettings):
         "service_client_secret",
     )
 
-    # Comma-separated; any of them may sign a delivery, the first is the current one.
-    github_webhook_secrets: CommaSeparatedSecrets = Field(default_factory=list)
+    # Comma-separated; any of them may sign a delivery, the first is the current one. An
+    # entry `secret@owner/repo|owner/*` may write only those repositories (a delivery for
+    # another is refused with 403); a secret alone may write any (webhooks/secret_scopes.py).
+    github_webhook_secrets: WebhookSecrets = Field(default_factory=list)
+    # Webhook requests whose signature was missing or wrong, per source address: past this
+    # the source gets 429 with Retry-After before its body is read (GitHub signs correctly).
+    rate_limit_webhook_signature_failures: str = "20/minute"
+    # A webhook body must have arrived this long after the request started (slow uploads
+    # get 408); GitHub itself gives up after 10 s, so keep it above that.
+    webhook_body_read_deadline_seconds: float = Field(30.0, gt=0, le=600)
+    # Rejected signatures reach the audit chain aggregated: at most one audit event per
+    # source per this many seconds, carrying how many were rejected.
+    webhook_rejection_audit_interval_seconds: float = Field(60.0, ge=1, le=3600)
 
     # Environments counted as production for DORA (besides GitHub's production_environment flag).
     production_environments: CommaSeparated = Field(default_factory=lambda: ["production", "prod"])

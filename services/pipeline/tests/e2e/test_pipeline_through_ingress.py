@@ -85,8 +85,8 @@ def _viewer_token(stack: Stack, http: httpx.Client) -> str:
     assert service.status_code == 200, service.text
     password = "viewer-passphrase-for-e2e"
     password_hash = asyncio.run(PasswordHasher().hash(password))
-    created = http.post(
-        "/auth/internal/users",
+    created = http.post(  # auth's internal API: where admin calls it, not the ingress
+        f"{stack.service_call_url('auth')}/auth/internal/users",
         json={"username": "e2e-viewer", "password_hash": password_hash, "role": "viewer",
               "idempotency_key": "e2e-viewer"},
         headers={"Authorization": f"Bearer {service.json()['access_token']}"},

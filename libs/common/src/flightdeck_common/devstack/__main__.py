@@ -60,6 +60,8 @@ def _print_urls(stack: Stack) -> None:
             name = stack.replica_name(service, index)
             lines.append(f"  {name:<17} {base}/healthz  {base}/readyz  {base}/metrics")
     lines.append(f"  traefik metrics   http://127.0.0.1:{config.metrics_port}/metrics")
+    if config.replicas > 1:
+        lines.append(f"  {'internal':<17} {stack.internal_url}  (service to service)")
     if stack.postgres is not None:
         lines.append("")
         for service in SERVICES:

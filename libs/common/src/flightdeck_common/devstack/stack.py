@@ -22,6 +22,7 @@ from flightdeck_common.devstack.processes import DevstackError, ManagedProcess
 from flightdeck_common.devstack.redis import RedisServer
 from flightdeck_common.devstack.traefik import (
     DEFAULT_INGRESS_PORT,
+    DEFAULT_INTERNAL_PORT,
     DEFAULT_METRICS_PORT,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_SERVICE_PORTS,
@@ -89,6 +90,9 @@ class StackConfig:
     app_module_template: str = "flightdeck_{service}.app:create_app"
     """uvicorn app factory per service; ``{service}`` is replaced by the service name."""
     metrics_port: int = DEFAULT_METRICS_PORT
+    internal_port: int = DEFAULT_INTERNAL_PORT
+    """With ``replicas > 1``: Traefik's entry point for the services' calls to each other
+    (internal APIs included, which the ingress port never routes)."""
     postgres_port: int = DEFAULT_POSTGRES_PORT
     redis_port: int = DEFAULT_REDIS_PORT
     startup_timeout: float = 60.0
@@ -124,8 +128,10 @@ class Stack(StartStop):
     ``<service>-<i>.log``) behind one Traefik service. Replica 0 of each service starts
     first (it migrates and, in development, bootstraps the admin and service accounts,
     which is not safe to do twice at once); the others start once it is healthy. The
-    services then reach each other through the ingress, so calls and relayed audit
-    batches are balanced over the replicas as they would be on Kubernetes.
+    services then reach each other through Traefik's internal entry point
+    (``internal_url``), so calls and relayed audit batches are balanced over the replicas
+    as they would be through Kubernetes Services; the ingress never routes the internal
+    APIs (``/auth/internal``, ``/admin/internal``).
     """
 
     def __init__(self, config: StackConfig) -> None:
@@ -160,6 +166,18 @@ class Stack(StartStop):
     def ingress_url(self) -> str:
         """``http://127.0.0.1:<ingress_port>``."""
         return f"http://{LOOPBACK}:{self.config.ingress_port}"
+
+    @property
+    def internal_url(self) -> str:
+        """``http://127.0.0.1:<internal_port>``: every service path, internal APIs included,
+        balanced over the replicas (only with ``replicas > 1``)."""
+        return f"http://{LOOPBACK}:{self.config.internal_port}"
+
+    def service_call_url(self, service: str) -> str:
+        """Where the other services reach ``service`` (its ``AUTH_URL``/``ADMIN_URL``), and
+        where tests call its internal APIs: its own port, or with several replicas
+        ``internal_url``. Never the ingress, which does not route the internal APIs."""
+        return self.internal_url if self.config.replicas > 1 else self.service_url(service)
 
     def service_url(self, service: str) -> str:
         """A service's own root URL (where ``/healthz``, ``/readyz``, ``/metrics`` live);
@@ -206,12 +224,12 @@ class Stack(StartStop):
                 )
         if self.redis is not None:
             env["REDIS_URL"] = self.redis.url
-        # Several replicas: through the ingress, which balances and skips stopped ones.
-        clustered = self.config.replicas > 1
+        # Never the ingress (it does not route internal APIs). Several replicas: Traefik's
+        # internal entry point, which balances and skips stopped ones.
         if "auth" in self.config.service_ports:
-            env["AUTH_URL"] = self.ingress_url if clustered else self.service_url("auth")
+            env["AUTH_URL"] = self.service_call_url("auth")
         if "admin" in self.config.service_ports:
-            env["ADMIN_URL"] = self.ingress_url if clustered else self.service_url("admin")
+            env["ADMIN_URL"] = self.service_call_url("admin")
         env |= self._service_accounts
         return env
 
@@ -352,6 +370,8 @@ class Stack(StartStop):
     def _check_ports(self) -> None:
         config = self.config
         wanted = [(config.ingress_port, "ingress"), (config.metrics_port, "Traefik metrics")]
+        if config.replicas > 1:
+            wanted.append((config.internal_port, "Traefik internal entry point"))
         wanted += [
             (port, self.replica_name(name, index))
             for name in config.services
@@ -445,6 +465,7 @@ class Stack(StartStop):
             metrics_port=self.config.metrics_port,
             health_check_interval=self.config.health_check_interval,
             read_timeout=self.config.ingress_read_timeout,
+            internal_port=self.config.internal_port if self.config.replicas > 1 else None,
         )
         self.traefik = TraefikProcess(
             static_config, self.config.ingress_port, self.log_dir / "traefik.log"

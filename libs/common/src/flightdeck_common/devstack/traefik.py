@@ -21,6 +21,9 @@ from flightdeck_common.devstack.processes import DevstackError, ManagedProcess
 
 ROUTE_PREFIXES: dict[str, str] = {"auth": "/auth", "pipeline": "/pipelines", "admin": "/admin"}
 """Public path prefix of each service; the services serve their routes under it."""
+INTERNAL_SEGMENT = "/internal"
+"""``<prefix>/internal`` and below are service-to-service APIs (``/auth/internal/users``,
+``/admin/internal/audit-events``): the public entry point never routes them (404)."""
 
 DEFAULT_INGRESS_PORT = 8080
 DEFAULT_READ_TIMEOUT = "30s"
@@ -42,6 +45,9 @@ its turn on the event loop) can take seconds to answer its probe: 3 s took the o
 replica out in a bench burst, and Traefik then answered 503 to the rest of it. A replica
 that is down refuses the connection and is taken out at once whatever this says."""
 DEFAULT_METRICS_PORT = 8082
+DEFAULT_INTERNAL_PORT = 8081
+"""The services' own entry point of a clustered stack (``internal_port``): every path,
+internal APIs included, balanced over the replicas; loopback only, as a cluster network is."""
 DEFAULT_SERVICE_PORTS: dict[str, int] = {"auth": 8101, "pipeline": 8102, "admin": 8103}
 COMMITTED_CONFIG_DIR = Path("deploy/traefik")
 """Where the committed configuration lives, relative to the repository root."""
@@ -70,13 +76,27 @@ def render_static_config(
     metrics_port: int = DEFAULT_METRICS_PORT,
     dynamic_config: str,
     read_timeout: str = DEFAULT_READ_TIMEOUT,
+    internal_port: int | None = None,
 ) -> str:
     """Traefik static configuration (YAML) reading its routes from ``dynamic_config``.
 
     A relative ``dynamic_config`` is resolved by Traefik against its working directory.
     ``read_timeout`` (a Go duration) bounds how long a client may take to send a whole
-    request, headers and body.
+    request, headers and body. ``internal_port`` adds the ``internal`` entry point the
+    services of a clustered stack call each other through (see ``render_dynamic_config``).
     """
+    internal_entry_point = (
+        ""
+        if internal_port is None
+        else f"""  # Service-to-service calls of a clustered stack (internal APIs included).
+  internal:
+    address: {_q(f"{LOOPBACK}:{internal_port}")}
+    forwardedHeaders:
+      trustedIPs: []
+    http:
+      aliasHeadersStrategy: delete
+"""
+    )
     return f"""{_HEADER}# Static configuration: entry points, ping, metrics, logs, providers.
 global:
   checkNewVersion: false
@@ -126,7 +146,7 @@ entryPoints:
     address: {_q(f"{LOOPBACK}:{metrics_port}")}
     http:
       aliasHeadersStrategy: delete
-
+{internal_entry_point}
 # GET /ping on the web entry point answers 200 OK (503 while shutting down).
 ping:
   entryPoint: web
@@ -156,11 +176,22 @@ def _server_urls(name: str, urls: str | Sequence[str]) -> list[str]:
     return servers
 
 
+def public_rule(prefix: str) -> str:
+    """The Traefik rule of a service's public router: ``prefix`` and everything below it
+    except ``<prefix>/internal`` and below."""
+    internal = f"{prefix}{INTERNAL_SEGMENT}"
+    return (
+        f"(Path(`{prefix}`) || PathPrefix(`{prefix}/`)) && "
+        f"!(Path(`{internal}`) || PathPrefix(`{internal}/`))"
+    )
+
+
 def render_dynamic_config(
     upstreams: Upstreams,
     *,
     prefixes: Mapping[str, str] | None = None,
     health_check_interval: str = "5s",
+    internal_entry_point: bool = False,
 ) -> str:
     """Traefik dynamic configuration (YAML): one router and one service per upstream.
 
@@ -168,7 +199,11 @@ def render_dynamic_config(
     Traefik balances over them (round robin) and its ``/readyz`` health check takes a
     stopped or unready replica out until it answers again. The public prefix comes from
     ``prefixes`` or ``ROUTE_PREFIXES`` (default ``/<name>``). Only ``<prefix>`` and
-    ``<prefix>/...`` are routed, unstripped; everything else is a 404 from Traefik.
+    ``<prefix>/...`` are routed, unstripped, except the internal APIs under
+    ``<prefix>/internal``; everything else is a 404 from Traefik. With
+    ``internal_entry_point`` each service also gets a router on the ``internal`` entry point
+    (``render_static_config(internal_port=...)``) that routes its whole prefix, internal
+    APIs included: how the replicas of a clustered stack call each other.
 
     The GitHub webhook route of the pipeline (``<prefix>/webhooks/``) gets a router of its
     own with an ``inFlightReq`` middleware: at most ``WEBHOOK_IN_FLIGHT_PER_REPLICA``
@@ -189,16 +224,24 @@ def render_dynamic_config(
         prefix = prefixes.get(name, f"/{name}").rstrip("/")
         if not prefix.startswith("/") or "`" in prefix:
             raise ValueError(f"invalid path prefix {prefix!r} for {name}")
-        rule = f"Path(`{prefix}`) || PathPrefix(`{prefix}/`)"
         server_urls = _server_urls(name, urls)
         servers = "".join(f"          - url: {_q(url)}\n" for url in server_urls)
         routers.append(
             f"""    {name}:
       entryPoints: [web]
-      rule: {_q(rule)}
+      rule: {_q(public_rule(prefix))}
       service: {name}
 """
         )
+        if internal_entry_point:
+            everything = f"Path(`{prefix}`) || PathPrefix(`{prefix}/`)"
+            routers.append(
+                f"""    {name}-internal:
+      entryPoints: [internal]
+      rule: {_q(everything)}
+      service: {name}
+"""
+            )
         if name == "pipeline":
             amount = WEBHOOK_IN_FLIGHT_PER_REPLICA * len(server_urls)
             hooks = f"PathPrefix(`{prefix}/webhooks/`)"
@@ -260,12 +303,14 @@ def render_traefik_config(
     dynamic_config_ref: str | None = None,
     health_check_interval: str = "5s",
     read_timeout: str = DEFAULT_READ_TIMEOUT,
+    internal_port: int | None = None,
 ) -> tuple[Path, Path]:
     """Write ``traefik.yml`` (static) and ``dynamic.yml`` into ``out_dir``; return both paths.
 
     ``upstreams`` defaults to the three services on their fixed ports. The static file
     points at the dynamic one by absolute path unless ``dynamic_config_ref`` is given
     (the committed files use the repository-relative ``deploy/traefik/dynamic.yml``).
+    ``internal_port`` adds the internal entry point and its routers (clustered stacks).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     static_path = out_dir / "traefik.yml"
@@ -276,6 +321,7 @@ def render_traefik_config(
             upstreams if upstreams is not None else default_upstreams(),
             prefixes=prefixes,
             health_check_interval=health_check_interval,
+            internal_entry_point=internal_port is not None,
         )
     )
     static_path.write_text(
@@ -284,6 +330,7 @@ def render_traefik_config(
             metrics_port=metrics_port,
             dynamic_config=reference,
             read_timeout=read_timeout,
+            internal_port=internal_port,
         )
     )
     return static_path, dynamic_path

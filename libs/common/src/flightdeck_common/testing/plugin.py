@@ -152,6 +152,7 @@ def isolated_stack_config(var_dir: Path, env: dict[str, str] | None = None) -> S
         ingress_port=free_port(),
         service_ports={service: free_port() for service in SERVICES},
         metrics_port=free_port(),
+        internal_port=free_port(),
         extra_env={
             "LOG_LEVEL": "INFO",
             "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),

@@ -36,17 +36,20 @@ def create_user(
     stack: Stack, http: httpx.Client, role: str, prefix: str = "e2e"
 ) -> tuple[str, str]:
     """A fresh user with ``role``, made through auth's internal API with admin's service
-    token; returns (username, password)."""
+    token (issued through ``http``); returns (username, password). The internal API is
+    called where admin calls it (``Stack.service_call_url``): the ingress does not route it."""
     username = f"{prefix}-{role}-{secrets.token_hex(4)}"
     password = f"passphrase-{secrets.token_urlsafe(12)}"
-    created = http.post(
-        "/auth/internal/users",
+    created = httpx.post(
+        f"{stack.service_call_url('auth')}/auth/internal/users",
         json={
             "username": username,
             "password_hash": asyncio.run(PasswordHasher().hash(password)),
             "role": role,
         },
         headers={"Authorization": f"Bearer {service_token(stack, http, 'admin')}"},
+        timeout=http.timeout,
+        trust_env=False,
     )
     assert created.status_code == 201, created.text
     return username, password

@@ -1,7 +1,9 @@
 """The hash chain: how an event is hashed, appended (idempotently) and verified.
 
-Row ``n`` stores ``hash = sha256(prev_hash + canonical_json(chained_fields(row)))`` with
-``prev_hash`` the hash of row ``n - 1`` (:data:`GENESIS_HASH` for row 1). Every column that
+Row ``n`` stores ``hash = HMAC-SHA256(chain_key, prev_hash + canonical_json(chained_fields(row)))``
+with ``prev_hash`` the hash of row ``n - 1`` (:data:`GENESIS_HASH` for row 1) and the chain
+key a secret admin's database does not hold (see ``audit.keys``): a rewritten chain cannot
+be re-hashed without it, and it is also detected against a head published earlier. Every column that
 says what happened is chained, so editing any of them, deleting a row or reordering rows
 breaks the chain from that row on; ``recorded_at`` (when admin stored it) is not chained.
 
@@ -13,6 +15,7 @@ that lock until it commits, so rows also become visible in ``seq`` order, withou
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,8 +71,14 @@ def chained_fields(source: AuditEventRow | Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def event_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
-    """``sha256(prev_hash + canonical_json(fields))`` as 64 hex digits."""
+def event_hash(prev_hash: str, fields: Mapping[str, Any], key: bytes) -> str:
+    """``HMAC-SHA256(key, prev_hash + canonical_json(fields))`` as 64 hex digits."""
+    message = (prev_hash + canonical_json(fields)).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def unkeyed_event_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+    """The hash of rows written before the chain was keyed: ``sha256(prev_hash + ...)``."""
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
 
 
@@ -86,14 +95,15 @@ class AppendResult:
 
 
 async def append_events(
-    session: AsyncSession, events: Sequence[AuditEvent], *, source: str
+    session: AsyncSession, events: Sequence[AuditEvent], *, source: str, key: bytes
 ) -> AppendResult:
     """Chain ``events`` (in the given order) within the caller's transaction.
 
     Idempotent by event id: ids already stored, or seen earlier in the batch, are skipped
     and counted as duplicates. The chain head stays locked until the caller commits; a
     rollback leaves the chain as it was. ``source`` is who submitted the batch (the
-    service account's client id), recorded and chained with each row.
+    service account's client id), recorded and chained with each row; ``key`` is the
+    chain key.
     """
     if not events:
         return AppendResult(accepted=0, duplicates=0)
@@ -112,7 +122,7 @@ async def append_events(
         seq += 1
         row = _column_values(event, seq=seq, source=source, recorded_at=recorded_at)
         row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = event_hash(prev_hash, chained_fields(row))
+        row["hash"] = prev_hash = event_hash(prev_hash, chained_fields(row), key)
         rows.append(row)
     if not rows:
         return AppendResult(accepted=0, duplicates=len(events))
@@ -148,6 +158,47 @@ def _column_values(
     }
 
 
+class ChainNotRekeyable(Exception):
+    """The chain is broken (by more than missing keys): rekeying would launder it."""
+
+
+async def rekey_chain(
+    session: AsyncSession, *, key: bytes, batch: int = DEFAULT_VERIFY_BATCH
+) -> int:
+    """Re-hash the chain with ``key``, once, after upgrading to the keyed chain.
+
+    Holds the head lock. Each row must verify as it is (unkeyed, or already keyed with
+    ``key``) against its stored links, or nothing changes and :class:`ChainNotRekeyable`
+    says where it breaks. Returns how many rows were re-hashed.
+    """
+    repository = AuditRepository.from_session(session)
+    head = await repository.lock_head()
+    old_prev = new_prev = GENESIS_HASH
+    rehashed = 0
+    expected = 0
+    async for row in _chain_rows(repository, head.seq, batch):
+        expected += 1
+        if isinstance(row, _UnreadableRow) or row.seq != expected:
+            raise ChainNotRekeyable(f"row {expected} is missing or unreadable")
+        if row.prev_hash != old_prev:
+            raise ChainNotRekeyable(f"row {row.seq} does not link to the previous row")
+        fields = chained_fields(row)
+        if row.hash not in (
+            unkeyed_event_hash(old_prev, fields),
+            event_hash(old_prev, fields, key),
+        ):
+            raise ChainNotRekeyable(f"row {row.seq} was modified (hash mismatch)")
+        new_hash = event_hash(new_prev, fields, key)
+        if (row.prev_hash, row.hash) != (new_prev, new_hash):
+            await repository.rehash_row(row.seq, new_prev, new_hash)
+            rehashed += 1
+        old_prev, new_prev = row.hash, new_hash
+    if expected != head.seq or old_prev != head.hash:
+        raise ChainNotRekeyable("the chain head does not name the last row")
+    await repository.move_head(ChainHead(head.seq, new_prev))
+    return rehashed
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The outcome of :func:`verify_chain`: ``checked`` rows were found intact before the
@@ -157,7 +208,9 @@ class VerifyResult:
     checked: int
     first_invalid_seq: int | None = None
     first_invalid_id: str | None = None
+    first_invalid_source: str | None = None
     reason: str | None = None
+    anchor_matched: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +218,19 @@ class _UnreadableRow:
     seq: int
 
 
-async def verify_chain(session: AsyncSession, batch: int = DEFAULT_VERIFY_BATCH) -> VerifyResult:
+async def verify_chain(
+    session: AsyncSession,
+    *,
+    key: bytes,
+    batch: int = DEFAULT_VERIFY_BATCH,
+    anchor: ChainHead | None = None,
+) -> VerifyResult:
     """Walk the chain in ``seq`` order, ``batch`` rows per query, and report the first break.
+
+    ``anchor`` is a head published earlier (its ``seq`` and ``hash``): the chain must still
+    contain it, or it was rewritten since (``anchor_matched`` is False and the result
+    invalid). Without the chain key a rewrite cannot be re-hashed; with it (a stolen key),
+    the anchor still detects it.
 
     Checks that positions run 1, 2, 3... without gaps, that each row's ``prev_hash`` is the
     previous row's ``hash``, that each ``hash`` matches the row's columns, and that the
@@ -180,15 +244,19 @@ async def verify_chain(session: AsyncSession, batch: int = DEFAULT_VERIFY_BATCH)
     checked = 0
     prev_hash = GENESIS_HASH
     last_id: str | None = None
+    if anchor is not None:
+        rewritten = await _anchor_problem(repository, head, anchor)
+        if rewritten is not None:
+            return rewritten
     async for row in _chain_rows(repository, head.seq, batch):
         expected = checked + 1
         if row.seq != expected:
             return _broken(checked, expected, None, f"row {expected} is missing")
         if isinstance(row, _UnreadableRow):
             return _broken(checked, row.seq, None, f"row {row.seq} cannot be read")
-        reason = _row_problem(row, prev_hash)
+        reason = _row_problem(row, prev_hash, key)
         if reason is not None:
-            return _broken(checked, row.seq, row.event_id, reason)
+            return _broken(checked, row.seq, row.event_id, reason, row.source)
         checked += 1
         prev_hash, last_id = row.hash, row.event_id
     if checked < head.seq:
@@ -203,28 +271,80 @@ async def verify_chain(session: AsyncSession, batch: int = DEFAULT_VERIFY_BATCH)
     beyond = await repository.first_seq_after(head.seq)
     if beyond is not None and beyond > (await repository.read_head()).seq:
         return _broken(checked, beyond, None, f"row {beyond} lies beyond the chain head")
-    return VerifyResult(valid=True, checked=checked)
+    return VerifyResult(
+        valid=True, checked=checked, anchor_matched=None if anchor is None else True
+    )
 
 
-def _row_problem(row: AuditEventRow, prev_hash: str) -> str | None:
-    if row.prev_hash != prev_hash:
-        return f"row {row.seq} does not link to the previous row (prev_hash)"
+async def _anchor_problem(
+    repository: AuditRepository, head: ChainHead, anchor: ChainHead
+) -> VerifyResult | None:
+    """The rewrite report when the chain no longer holds ``anchor`` (None when it does)."""
+    if anchor.seq == 0:
+        return None if anchor.hash == GENESIS_HASH else _rewritten(anchor, "not the genesis hash")
+    if anchor.seq > head.seq:
+        return _rewritten(anchor, f"the chain now ends at {head.seq}")
     try:
-        recomputed = event_hash(prev_hash, chained_fields(row))
-    except (ValueError, TypeError, RecursionError):
-        return f"row {row.seq} cannot be hashed (data is not JSON)"
-    if recomputed != row.hash:
-        return f"row {row.seq} was modified (hash mismatch)"
+        rows = await repository.chain_slice(anchor.seq - 1, anchor.seq, 1)
+    except (ValueError, TypeError):
+        return _rewritten(anchor, f"row {anchor.seq} cannot be read")
+    if not rows or rows[0].seq != anchor.seq:
+        return _rewritten(anchor, f"row {anchor.seq} is missing")
+    if not hmac.compare_digest(rows[0].hash, anchor.hash):
+        return _rewritten(anchor, f"row {anchor.seq} now has hash {rows[0].hash}", row=rows[0])
     return None
 
 
-def _broken(checked: int, seq: int | None, event_id: str | None, reason: str) -> VerifyResult:
+def _row_problem(row: AuditEventRow, prev_hash: str, key: bytes) -> str | None:
+    if row.prev_hash != prev_hash:
+        return f"row {row.seq} does not link to the previous row (prev_hash)"
+    try:
+        fields = chained_fields(row)
+        recomputed = event_hash(prev_hash, fields, key)
+    except (ValueError, TypeError, RecursionError):
+        return f"row {row.seq} cannot be hashed (data is not JSON)"
+    if recomputed == row.hash:
+        return None
+    if unkeyed_event_hash(prev_hash, fields) == row.hash:
+        return (
+            f"row {row.seq} is hashed without the chain key (written before the chain was "
+            "keyed, or re-hashed by someone without the key; see `flightdeck-admin "
+            "rekey-audit-chain`)"
+        )
+    return f"row {row.seq} was modified (hash mismatch)"
+
+
+def _broken(
+    checked: int,
+    seq: int | None,
+    event_id: str | None,
+    reason: str,
+    source: str | None = None,
+) -> VerifyResult:
     return VerifyResult(
         valid=False,
         checked=checked,
         first_invalid_seq=seq,
         first_invalid_id=event_id,
+        first_invalid_source=source,
         reason=reason,
+    )
+
+
+def _rewritten(
+    anchor: ChainHead, detail: str, checked: int = 0, row: AuditEventRow | None = None
+) -> VerifyResult:
+    return VerifyResult(
+        valid=False,
+        checked=checked,
+        first_invalid_seq=anchor.seq,
+        first_invalid_id=None if row is None else row.event_id,
+        first_invalid_source=None if row is None else row.source,
+        reason=(
+            f"the chain was rewritten: it does not contain the published head "
+            f"(seq {anchor.seq}, hash {anchor.hash}): {detail}"
+        ),
+        anchor_matched=False,
     )
 
 

@@ -65,6 +65,14 @@ class AuditRepository(RepositoryBase[AuditEventRow]):
             .execution_options(synchronize_session=False)
         )
 
+    async def rehash_row(self, seq: int, prev_hash: str, row_hash: str) -> None:
+        await self.session.execute(
+            update(AuditEventRow)
+            .where(AuditEventRow.seq == seq)
+            .values(prev_hash=prev_hash, hash=row_hash)
+            .execution_options(synchronize_session=False)
+        )
+
     async def stored_event_ids(self, event_ids: Collection[str]) -> set[str]:
         """Those of ``event_ids`` already in the chain."""
         wanted = list(event_ids)

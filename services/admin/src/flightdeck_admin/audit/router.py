@@ -11,7 +11,14 @@ from fastapi import APIRouter, Body, Depends, Header, Query
 
 from flightdeck_admin.audit import policy
 from flightdeck_admin.audit.chain import append_events, verify_chain
-from flightdeck_admin.audit.repository import AuditRepository
+from flightdeck_admin.audit.exceptions import InvalidPublishedHead, ServiceNotOwnEvent
+from flightdeck_admin.audit.head import (
+    published_head_is_ours,
+    request_keys,
+    sign_current_head,
+)
+from flightdeck_admin.audit.keys import ChainKeys
+from flightdeck_admin.audit.repository import AuditRepository, ChainHead
 from flightdeck_admin.audit.schemas import (
     AUDIT_BATCH_EXAMPLES,
     NO_NUL_PATTERN,
@@ -21,6 +28,7 @@ from flightdeck_admin.audit.schemas import (
     ChainVerification,
     PageCursor,
     PageLimit,
+    SignedChainHead,
 )
 from flightdeck_admin.audit.stream import (
     HEARTBEAT_SECONDS,
@@ -42,6 +50,8 @@ from flightdeck_common.params import UtcDatetime
 from flightdeck_common.sse import EventSourceResponse, event_stream_responses
 
 AuditSubmitter = Annotated[TokenClaims, Depends(require_service(ADMIN_INTERNAL_AUDIENCE))]
+KeysDep = Annotated[ChainKeys, Depends(request_keys)]
+HASH_PATTERN = r"^[0-9a-f]{64}$"
 
 TypeFilter = Annotated[
     str | None,
@@ -81,16 +91,24 @@ audit_routes = APIRouter(tags=["audit"])
     response_model=AuditAppendOutcome,
     status_code=200,
     summary="Append audit events",
-    responses=SERVICE_AUTH_RESPONSES,
+    responses={**SERVICE_AUTH_RESPONSES, **problem_responses(ServiceNotOwnEvent)},
 )
 async def append_audit_events(
     caller: AuditSubmitter,
     body: Annotated[AuditEventBatch, Body(openapi_examples=AUDIT_BATCH_EXAMPLES)],
     session: SessionDep,
+    keys: KeysDep,
 ) -> AuditAppendOutcome:
     """Chain a batch of audit events (1 to 500); idempotent by event id, so retry freely."""
     source = caller.client_id or caller.sub
-    result = await append_events(session, body.events, source=source)
+    # A service writes under its own name only: `service` is bound to the token's subject.
+    foreign = sorted({event.service for event in body.events} - {source})
+    if foreign:
+        raise ServiceNotOwnEvent(
+            f"events of service {', '.join(map(repr, foreign))} submitted by account "
+            f"{source!r}: an account may submit events of its own service only"
+        )
+    result = await append_events(session, body.events, source=source, key=keys.chain_key)
     return AuditAppendOutcome(accepted=result.accepted, duplicates=result.duplicates)
 
 
@@ -128,11 +146,60 @@ async def list_audit_events(
     "/audit-events/verify",
     response_model=ChainVerification,
     summary="Verify the audit chain",
+    responses={**USER_AUTH_RESPONSES, **problem_responses(InvalidPublishedHead)},
+)
+async def verify_audit_chain(
+    user: AdminUser,
+    session: SessionDep,
+    keys: KeysDep,
+    head_seq: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_DB_INT, description="`seq` of a head published earlier."),
+    ] = None,
+    head_hash: Annotated[
+        str | None, Query(pattern=HASH_PATTERN, description="`hash` of that head.")
+    ] = None,
+    head_signed_at: Annotated[
+        str | None, Query(max_length=40, description="`signed_at` of that head.")
+    ] = None,
+    head_signature: Annotated[
+        str | None, Query(max_length=200, description="`signature` of that head.")
+    ] = None,
+) -> ChainVerification:
+    """Recompute the keyed hash chain and report the first row changed or removed; given
+    a head published earlier (all four `head_*`), also report a rewrite since."""
+    published = (head_seq, head_hash, head_signed_at, head_signature)
+    anchor = None
+    if any(value is not None for value in published):
+        if head_seq is None or head_hash is None or head_signed_at is None:
+            raise InvalidPublishedHead("give head_seq, head_hash, head_signed_at, head_signature")
+        if head_signature is None or not published_head_is_ours(
+            keys, head_seq, head_hash, head_signed_at, head_signature
+        ):
+            raise InvalidPublishedHead("the head's signature is not by this audit signing key")
+        anchor = ChainHead(head_seq, head_hash)
+    result = await verify_chain(session, key=keys.chain_key, anchor=anchor)
+    return ChainVerification.from_result(result)
+
+
+@audit_routes.get(
+    "/audit-events/head",
+    response_model=SignedChainHead,
+    summary="Signed audit chain head",
     responses=USER_AUTH_RESPONSES,
 )
-async def verify_audit_chain(user: AdminUser, session: SessionDep) -> ChainVerification:
-    """Recompute the hash chain and report the first row that was changed or removed."""
-    return ChainVerification.from_result(await verify_chain(session))
+async def signed_audit_chain_head(
+    user: AdminUser, resources: ResourcesDep, keys: KeysDep
+) -> SignedChainHead:
+    """The current chain head signed with the audit signing key, to keep elsewhere."""
+    signed = await sign_current_head(resources, keys)
+    return SignedChainHead(
+        seq=signed.seq,
+        hash=signed.hash,
+        signed_at=signed.signed_at,
+        signature=signed.signature,
+        public_key=signed.public_key,
+    )
 
 
 @audit_routes.get(

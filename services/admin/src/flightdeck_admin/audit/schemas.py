@@ -35,7 +35,15 @@ class AuditEventIn(AuditEvent):
         min_length=1, max_length=36, description="Unique event id (the idempotency key)."
     )
     type: str = Field(min_length=1, max_length=100, examples=["pipeline.run.created"])
-    service: str = Field(min_length=1, max_length=40, examples=["pipeline"])
+    service: str = Field(
+        min_length=1,
+        max_length=40,
+        examples=["pipeline"],
+        description=(
+            "Must be the submitting service account's client id (403 `audit_service_mismatch` "
+            "otherwise): a service writes events under its own name only."
+        ),
+    )
     occurred_at: UtcDatetime
 
     @model_validator(mode="after")
@@ -179,7 +187,16 @@ class ChainVerification(BaseModel):
         description="Event id of the first broken row (null when that row is missing)."
     )
     first_invalid_seq: int | None = Field(description="Position where the chain breaks.")
+    first_invalid_source: str | None = Field(
+        None, description="Client id of the account that submitted the first broken row."
+    )
     reason: str | None
+    published_head_matched: bool | None = Field(
+        None,
+        description=(
+            "Given a published head: whether the chain still contains it (false: rewritten)."
+        ),
+    )
 
     @classmethod
     def from_result(cls, result: VerifyResult) -> ChainVerification:
@@ -188,8 +205,21 @@ class ChainVerification(BaseModel):
             checked=result.checked,
             first_invalid_id=result.first_invalid_id,
             first_invalid_seq=result.first_invalid_seq,
+            first_invalid_source=result.first_invalid_source,
             reason=result.reason,
+            published_head_matched=result.anchor_matched,
         )
+
+
+class SignedChainHead(BaseModel):
+    """The chain head signed by admin's audit signing key: keep it outside admin's database
+    and pass it to `GET /admin/audit-events/verify` later to detect a rewrite."""
+
+    seq: int = Field(description="Position of the last row (0: empty chain).")
+    hash: str = Field(description="Hash of that row.")
+    signed_at: str = Field(description="When it was signed (ISO 8601 UTC, as signed).")
+    signature: str = Field(description='Base64 Ed25519 signature of "{seq}:{hash}:{signed_at}".')
+    public_key: str = Field(description="The Ed25519 public key (PEM) that verifies it.")
 
 
 class PolicyDecisionRead(BaseModel):

@@ -27,6 +27,12 @@ from flightdeck_common.errors import BadRequest
 from flightdeck_common.repository import RepositoryBase
 
 CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+# The services' own names: admin records an audit event's service as the submitting
+# account's client id, so an account named like a service would write in its name. Only
+# the built-in accounts (CLI on the host, development bootstrap) may take them; ``auth``
+# never has an account (it mints its own tokens).
+RESERVED_CLIENT_IDS = frozenset({"auth", "pipeline", "admin"})
+BUILT_IN_CLIENT_IDS = RESERVED_CLIENT_IDS - {"auth"}
 
 
 async def upsert_service_account(
@@ -41,6 +47,8 @@ async def upsert_service_account(
     """Create (or re-key) a service account; returns its secret (generated when not given)."""
     if not CLIENT_ID.match(client_id):
         raise BadRequest("client_id: 2-64 characters of a-z, 0-9, '.', '_', '-'")
+    if client_id in RESERVED_CLIENT_IDS - BUILT_IN_CLIENT_IDS:
+        raise BadRequest(f"client_id {client_id!r} is reserved (auth mints its own tokens)")
     unknown = set(audiences) - set(INTERNAL_AUDIENCES)
     if not audiences or unknown:
         raise BadRequest(f"audiences must be among {', '.join(INTERNAL_AUDIENCES)}")
@@ -95,6 +103,11 @@ async def create_service_account(
     """A new account with a generated secret (returned once); 409 when the id is taken,
     also when a concurrent request took it first (the unique index decides)."""
     repository = ServiceAccountRepository(session)
+    if client_id in RESERVED_CLIENT_IDS:
+        raise ServiceAccountExists(
+            f"client_id {client_id!r} is reserved for the Flightdeck service of that name "
+            "(its account is made with `flightdeck-auth create-service-account` on the host)"
+        )
     if await repository.by_client_id(client_id) is not None:
         raise ServiceAccountExists(f"client_id {client_id!r} is taken")
     secret = secrets.token_urlsafe(32)

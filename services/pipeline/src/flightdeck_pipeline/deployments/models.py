@@ -91,6 +91,8 @@ class Incident(TimestampMixin, Base):
     title: Mapped[str] = mapped_column(String(500), nullable=False)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The updated_at as last applied: older updates (a replay) change nothing.
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # The latest successful production deployment before the incident opened.
     deployment_pk: Mapped[int | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True, index=True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import and_, case, or_, select, update
 
 from flightdeck_common.db import utcnow
 from flightdeck_common.upsert import insert_for
@@ -130,17 +130,31 @@ class DeploymentRepository:
             title=update.title,
             opened_at=update.opened_at,
             resolved_at=update.resolved_at,
+            source_updated_at=update.source_updated_at,
             source=source,
             created_at=now,
             updated_at=now,
         )
+        excluded = insert.excluded
+        stored = table.c.source_updated_at
+        # Ordered by the issue's updated_at, as runs are: an older update (a late or
+        # replayed "opened") never reopens or renames what a newer one wrote.
+        not_older = or_(
+            stored.is_(None),
+            and_(
+                excluded.source_updated_at.is_not(None),
+                excluded.source_updated_at >= stored,
+            ),
+        )
         statement = insert.on_conflict_do_update(
             index_elements=["repository", "issue_number"],
             set_={
-                "title": insert.excluded.title,
-                "resolved_at": insert.excluded.resolved_at,
-                "updated_at": insert.excluded.updated_at,
+                "title": excluded.title,
+                "resolved_at": excluded.resolved_at,
+                "source_updated_at": excluded.source_updated_at,
+                "updated_at": excluded.updated_at,
             },
+            where=not_older,
         )
         await self.session.execute(statement)
         pk = await self.session.scalar(

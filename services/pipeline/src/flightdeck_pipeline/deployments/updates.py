@@ -48,3 +48,5 @@ class IncidentUpdate:
     title: str
     opened_at: datetime
     resolved_at: datetime | None
+    # The updated_at: an update older than the stored one changes nothing.
+    source_updated_at: datetime | None = None

@@ -234,4 +234,5 @@ def parse_incident_issue(payload: dict[str, Any], label: str) -> IncidentUpdate 
         title=_text(issue, "title", limit=500) or "incident",
         opened_at=opened_at,
         resolved_at=parse_time(issue.get("closed_at"), "closed_at") if closed else None,
+        source_updated_at=parse_time(issue.get("updated_at"), "updated_at"),
     )

@@ -5,13 +5,27 @@ from flightdeck_common.metrics import counter, gauge, histogram
 DELIVERIES = counter(
     "flightdeck_webhook_deliveries_total",
     "Webhook deliveries answered, by event and result (accepted, ignored, duplicate, pong; "
-    "rejected: bad signature; refused: the backlog bound).",
+    "rejected: bad signature; throttled: too many bad signatures from the source; forbidden: "
+    "the secret may not write the repository; refused: the backlog bound).",
     ("event", "result"),
 )
 SIGNATURE_FAILURES = counter(
     "flightdeck_webhook_signature_failures_total",
     "Deliveries refused because the signature was missing or wrong.",
 )
+THROTTLED_SOURCES = counter(
+    "flightdeck_webhook_throttled_total",
+    "Webhook requests refused with 429 before their body was read: their source sent too "
+    "many missing or wrong signatures.",
+)
+REPOSITORY_REFUSALS = counter(
+    "flightdeck_webhook_repository_refusals_total",
+    "Signed deliveries refused with 403 because their secret may not write the repository, "
+    "by reason (repository_not_allowed; no_repository: a mapped event naming none).",
+    ("reason",),
+)
+for _refusal in ("repository_not_allowed", "no_repository"):
+    REPOSITORY_REFUSALS.labels(_refusal)
 INGEST_SECONDS = histogram(
     "flightdeck_webhook_ingest_seconds",
     "Time from receiving a delivery to answering it, by event.",

@@ -1,29 +1,56 @@
 """The receiver's checks before anything is stored: a verified delivery, or a 4xx problem.
 
-``verified_delivery`` is the route's dependency: it reads the raw body, verifies
-``X-Hub-Signature-256`` (before parsing anything), then the event and delivery id headers,
-the nesting depth and that the body is a JSON object. An unsigned delivery is audited and
-counted; nothing of a refused request is stored.
+``verified_delivery`` is the route's dependency. Before the body is read: a source that
+sent too many bad signatures gets 429 (``rejections.py``) and a missing or malformed
+``X-Hub-Signature-256`` gets 401. Then the body is read within a deadline (408 past it),
+the signature verified (before parsing anything), the event and delivery id headers, the
+nesting depth and that the body is a JSON object checked, and the signing secret must be
+allowed to write the payload's ``repository.full_name`` (403 otherwise,
+``secret_scopes.py``). Rejected signatures are counted and audited aggregated per source;
+nothing of a refused request is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader
 
 from flightdeck_common.db import session_scope
-from flightdeck_common.errors import BadRequest, ServiceUnavailable, Unauthorized
+from flightdeck_common.errors import (
+    BadRequest,
+    Forbidden,
+    RateLimited,
+    RequestTimeout,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from flightdeck_common.rate_limit import client_ip
 from flightdeck_common.resources import get_resources
 from flightdeck_pipeline.outbox import audit
 from flightdeck_pipeline.runtime import get_runtime
 from flightdeck_pipeline.webhooks.events import GITHUB_EVENTS
-from flightdeck_pipeline.webhooks.metrics import DELIVERIES, SIGNATURE_FAILURES
+from flightdeck_pipeline.webhooks.mapping import MAPPED_EVENTS
+from flightdeck_pipeline.webhooks.metrics import (
+    DELIVERIES,
+    REPOSITORY_REFUSALS,
+    SIGNATURE_FAILURES,
+    THROTTLED_SOURCES,
+)
 from flightdeck_pipeline.webhooks.payloads import parse_body
-from flightdeck_pipeline.webhooks.signatures import signature_matches
+from flightdeck_pipeline.webhooks.rejections import SignatureRejections
+from flightdeck_pipeline.webhooks.signatures import is_well_formed, matching_secret
+
+logger = logging.getLogger(__name__)
+SIGNATURE_FAILURES_LIMIT = "webhook_signature_failures"
+# The body of a refused request stays unread on the wire: the connection is closed.
+CLOSE = {"Connection": "close"}
 
 EVENT_NAME = re.compile(r"^[a-z_]{1,64}$")
 DELIVERY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -57,6 +84,21 @@ class InvalidDelivery(BadRequest):
     title = "Not a valid GitHub delivery"
 
 
+class SourceThrottled(RateLimited):
+    code = "webhook_source_throttled"
+    title = "Too many webhook requests with a bad signature from this address"
+
+
+class BodyReadDeadline(RequestTimeout):
+    code = "body_read_deadline"
+    title = "The webhook body did not arrive in time"
+
+
+class RepositoryNotAllowed(Forbidden):
+    code = "repository_not_allowed"
+    title = "The signing secret may not write this repository"
+
+
 @dataclass(frozen=True)
 class VerifiedDelivery:
     """A delivery whose signature, headers and JSON were checked (``delivery_id`` may be
@@ -84,18 +126,41 @@ async def verified_delivery(
     ] = None,
 ) -> VerifiedDelivery:
     """The request as a verified delivery, or the 4xx problem that refuses it."""
+    started = time.monotonic()
     settings = get_runtime(request).settings
-    secrets = [s.get_secret_value() for s in settings.github_webhook_secrets]
+    secrets = settings.github_webhook_secrets
     if not secrets:
         raise WebhookNotConfigured(
             "Set FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS and use the same secret on GitHub."
         )
-    body = await request.body()
     event = x_github_event or ""
-    if not signature_matches(secrets, body, x_hub_signature_256):
-        SIGNATURE_FAILURES.inc()
-        DELIVERIES.labels(event if event in GITHUB_EVENTS else "unknown", "rejected").inc()
-        await _audit_rejection(request, event, x_github_delivery)
+    source = client_ip(request)
+    rejections = signature_rejections(request)
+    blocked_for = rejections.blocked_for(source)
+    if blocked_for > 0:
+        THROTTLED_SOURCES.inc()
+        DELIVERIES.labels(_event_label(event), "throttled").inc()
+        retry_after = str(max(1, int(blocked_for + 0.999)))
+        raise SourceThrottled(
+            f"Too many requests with a missing or wrong signature; retry in {retry_after} s.",
+            headers={**CLOSE, "Retry-After": retry_after},
+        )
+    if not is_well_formed(x_hub_signature_256):
+        await _reject(request, rejections, source, event, x_github_delivery)
+        raise InvalidSignature(
+            "X-Hub-Signature-256 is missing or is not sha256= and 64 hex digits.", headers=CLOSE
+        )
+    deadline = settings.webhook_body_read_deadline_seconds
+    try:
+        async with asyncio.timeout(max(0.0, deadline - (time.monotonic() - started))):
+            body = await request.body()
+    except TimeoutError:
+        raise BodyReadDeadline(
+            f"The body did not arrive within {deadline:g} s.", headers=CLOSE
+        ) from None
+    secret = matching_secret(secrets, body, x_hub_signature_256)
+    if secret is None:
+        await _reject(request, rejections, source, event, x_github_delivery)
         raise InvalidSignature("The body is not signed with a configured webhook secret.")
     if not EVENT_NAME.match(event):
         raise InvalidDelivery("X-GitHub-Event is missing or malformed.")
@@ -109,23 +174,75 @@ async def verified_delivery(
         payload = parse_body(body, settings.webhook_max_json_depth)
     except ValueError as exc:
         raise InvalidDelivery("The body is not a JSON object.") from exc
+    if secret.repositories is not None:
+        _check_repository(event, payload, secret.may_write)
     action = payload.get("action")
     return VerifiedDelivery(
         event, x_github_delivery, str(action)[:64] if action is not None else None, body
     )
 
 
-async def _audit_rejection(request: Request, event: str, delivery_id: str | None) -> None:
-    ip = request.client.host if request.client else None
-    async with session_scope(get_resources(request).sessionmaker) as session:
-        await audit(
-            session,
-            "webhook.signature_rejected",
-            actor=None,
-            ip=ip,
-            event=event[:64] or None,
-            delivery_id=(delivery_id or "")[:64] or None,
-        )
+def _check_repository(event: str, payload: dict[str, Any], may_write: Any) -> None:
+    """Refuse a delivery whose (restricted) secret may not write its repository; a mapped
+    event must name one (unmapped events without a repository write nothing)."""
+    repository = payload.get("repository")
+    full_name = repository.get("full_name") if isinstance(repository, dict) else None
+    if full_name is None and event not in MAPPED_EVENTS:
+        return
+    if not isinstance(full_name, str):
+        reason, detail = "no_repository", "The payload names no repository.full_name."
+    elif not may_write(full_name):
+        reason = "repository_not_allowed"
+        detail = f"The secret that signed this delivery may not write {full_name[:200]!r}."
+    else:
+        return
+    REPOSITORY_REFUSALS.labels(reason).inc()
+    DELIVERIES.labels(event, "forbidden").inc()
+    logger.warning("webhook delivery refused (%s): %s", reason, detail)
+    raise RepositoryNotAllowed(detail)
+
+
+def signature_rejections(request: Request) -> SignatureRejections:
+    """This app's per-source record of rejected signatures (made on first use)."""
+    state = request.app.state
+    rejections: SignatureRejections | None = getattr(state, "webhook_signature_rejections", None)
+    if rejections is None:
+        interval = get_runtime(request).settings.webhook_rejection_audit_interval_seconds
+        rejections = SignatureRejections(audit_interval=interval)
+        state.webhook_signature_rejections = rejections
+    return rejections
+
+
+def _event_label(event: str) -> str:
+    return event if event in GITHUB_EVENTS else "unknown"
+
+
+async def _reject(
+    request: Request,
+    rejections: SignatureRejections,
+    source: str,
+    event: str,
+    delivery_id: str | None,
+) -> None:
+    """Count a rejected signature: metrics, the source's limit, the aggregated audit."""
+    SIGNATURE_FAILURES.inc()
+    DELIVERIES.labels(_event_label(event), "rejected").inc()
+    resources = get_resources(request)
+    allowed, _, reset_in = await resources.rate_limiter.hit(SIGNATURE_FAILURES_LIMIT, source)
+    if not allowed:
+        rejections.block(source, reset_in)
+    count = rejections.to_audit(source)
+    if count:
+        async with session_scope(resources.sessionmaker) as session:
+            await audit(
+                session,
+                "webhook.signature_rejected",
+                actor=None,
+                ip=source,
+                event=event[:64] or None,
+                delivery_id=(delivery_id or "")[:64] or None,
+                rejected=count,
+            )
 
 
 VerifiedDeliveryDep = Annotated[VerifiedDelivery, Depends(verified_delivery)]
