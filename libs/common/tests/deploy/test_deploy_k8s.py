@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -556,8 +557,9 @@ def test_settings_load_from_the_rendered_environment(
             load_settings(service, env, monkeypatch)
         for name in SETTINGS[service].required_secrets:
             assert f"{env_prefix(service)}{name}".upper() in str(refused.value)
-        # ... and starts once real values replace them.
-        real = "k" * 16 + "Zq3-real-secret-value-" + "9" * 16
+        # ... and starts once real values replace them (64 hex digits: also the form of a
+        # 32-byte Ed25519 seed, which the audit signing key may be given as).
+        real = secrets.token_hex(32)
         env = {key: value.replace("REPLACE-ME", real) for key, value in env.items()}
     settings = load_settings(service, env, monkeypatch)
     assert settings.environment.value == rendered.overlay.environment

@@ -129,8 +129,14 @@ def _install_test_auth(app: FastAPI, minter: TokenMinter) -> None:
 
 
 @pytest.fixture
-async def admin_api(database_url: str) -> AsyncIterator[AdminApi]:
-    app = create_app(Settings(database_url=database_url, log_json=False))
+def admin_settings() -> dict[str, Any]:
+    """Extra settings of ``admin_api``'s app (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def admin_api(database_url: str, admin_settings: dict[str, Any]) -> AsyncIterator[AdminApi]:
+    app = create_app(Settings(database_url=database_url, log_json=False, **admin_settings))
     minter = TokenMinter()
     async with running_app(app) as client:
         _install_test_auth(app, minter)

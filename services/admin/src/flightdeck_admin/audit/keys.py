@@ -72,7 +72,7 @@ def signing_key_problem(value: SecretStr | None) -> str | None:
     try:
         _load_signing_key(value.get_secret_value())
     except (ValueError, TypeError) as exc:
-        return f"is not a usable Ed25519 private key PEM ({exc})"
+        return f"is not a usable Ed25519 private key ({exc})"
     return None
 
 

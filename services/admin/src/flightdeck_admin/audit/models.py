@@ -1,7 +1,8 @@
 """Audit log tables: the chained events and the one-row chain head.
 
 ``audit_events.seq`` is the position in the chain (1, 2, 3... without gaps);
-``hash = sha256(prev_hash || canonical JSON of the event)`` (see ``audit.chain``).
+``hash = HMAC-SHA256(chain key, prev_hash || canonical JSON of the event)`` (see
+``audit.chain``).
 ``audit_chain_head`` holds the last ``seq`` and ``hash``; every append locks that row
 first, so appends are serialized across processes and replicas by the database.
 """
