@@ -239,7 +239,10 @@ class Story:
             200,
             ServiceToken,
         )
-        service = self.bearer(flightdeck_auth_client, token.access_token)
+        service = flightdeck_auth_client.AuthenticatedClient(
+            token=token.access_token,
+            **{**self._options(), "base_url": self.config["auth_internal_url"]},
+        )
         wrong = create_service_token.sync_detailed(
             client=auth,
             body=BodyCreateServiceToken(

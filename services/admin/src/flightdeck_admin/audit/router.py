@@ -157,7 +157,7 @@ async def verify_audit_chain(
         Query(ge=0, le=MAX_DB_INT, description="`seq` of a head published earlier."),
     ] = None,
     head_hash: Annotated[
-        str | None, Query(pattern=HASH_PATTERN, description="`hash` of that head.")
+        str | None, Query(pattern=HASH_PATTERN, max_length=64, description="`hash` of that head.")
     ] = None,
     head_signed_at: Annotated[
         str | None, Query(max_length=40, description="`signed_at` of that head.")
