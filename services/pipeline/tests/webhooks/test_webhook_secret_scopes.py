@@ -47,7 +47,9 @@ async def scoped(pipeline_factory: Callable[..., Any]) -> PipelineHarness:
 async def test_secret_for_an_owner_writes_it_and_is_refused_elsewhere(
     scoped: PipelineHarness,
 ) -> None:
-    accepted = await scoped.deliver("workflow_run", _run_of("octo-org/octo-repo"), secret=ORG_SECRET)
+    accepted = await scoped.deliver(
+        "workflow_run", _run_of("octo-org/octo-repo"), secret=ORG_SECRET
+    )
     assert accepted.status_code == 202, accepted.text
     refused = await scoped.deliver("workflow_run", _run_of("other-org/repo-x"), secret=ORG_SECRET)
     assert refused.status_code == 403, refused.text
