@@ -21,6 +21,10 @@ from flightdeck_pipeline.app import create_app
 from flightdeck_pipeline.outbox import OutboxEvent
 from flightdeck_pipeline.settings import Settings
 from flightdeck_pipeline.webhooks.rejection_audit import flush_rejections
+from flightdeck_pipeline.webhooks.rejections import (
+    FLAGGED_BODY_READ_SECONDS,
+    FLAGGED_CONCURRENT_READS,
+)
 from flightdeck_pipeline.webhooks.signatures import sign
 
 from ..conftest import WEBHOOK_SECRET, fixture_body
@@ -151,34 +155,60 @@ async def strict(pipeline_factory: Callable[..., Any]) -> PipelineHarness:
     return harness
 
 
-async def test_a_source_past_its_failure_limit_is_refused_before_its_body_is_read(
-    strict: PipelineHarness,
+@pytest.fixture
+async def patient(pipeline_factory: Callable[..., Any]) -> PipelineHarness:
+    """A long body read deadline: only a flagged source's reads are cut short."""
+    harness: PipelineHarness = await pipeline_factory(
+        rate_limit_webhook_signature_failures="3/minute",
+        webhook_body_read_deadline_seconds=60,
+    )
+    return harness
+
+
+async def test_a_source_past_its_failure_limit_is_limited_before_its_body_is_read(
+    patient: PipelineHarness,
 ) -> None:
     body = fixture_body("push")
-    async with _client(strict, "203.0.113.9") as attacker, _client(strict, "192.0.2.1") as github:
-        for _ in range(4):  # the 4th is over the limit: the source is blocked from then on
-            rejected = await attacker.post(RECEIVER, content=body, headers=_headers(WRONG))
+    signed = _headers(sign(WEBHOOK_SECRET, body))
+    async with _client(patient, "203.0.113.9") as source, _client(patient, "192.0.2.1") as other:
+        for _ in range(4):  # the 4th is over the limit: the source is flagged from then on
+            rejected = await source.post(RECEIVER, content=body, headers=_headers(WRONG))
             assert rejected.status_code == 401, rejected.text
-        # An upload that would never finish is answered at once, its body unread.
-        throttled = await asyncio.wait_for(
-            attacker.post(RECEIVER, content=_endless_body(), headers=_headers(WRONG)),
+        # Uploads that would never finish: a few are read at once (each cut short, well
+        # before the 60 s deadline), the rest answered at once, their body unread.
+        started = time.monotonic()
+        answers = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    source.post(RECEIVER, content=_endless_body(), headers=_headers(WRONG))
+                    for _ in range(FLAGGED_CONCURRENT_READS + 4)
+                )
+            ),
             ANSWER_WITHIN,
         )
-        assert throttled.status_code == 429, throttled.text
+        assert time.monotonic() - started < FLAGGED_BODY_READ_SECONDS + 3
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [408] * FLAGGED_CONCURRENT_READS + [429] * 4
+        throttled = next(a for a in answers if a.status_code == 429)
         assert throttled.headers["content-type"] == "application/problem+json"
         assert throttled.json()["code"] == "webhook_source_throttled"
-        assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+        assert throttled.headers["Retry-After"] == "1"
         assert throttled.headers["connection"] == "close"
-        # Signed deliveries from another source keep the ingest contract: stored, 202.
-        for _ in range(3):
-            signed = await github.post(
-                RECEIVER, content=body, headers=_headers(sign(WEBHOOK_SECRET, body))
-            )
-            assert signed.status_code == 202, signed.text
-    await _flush(strict)
-    (event,) = [e for e in await _rejection_events(strict) if e["ip"] == "203.0.113.9"]
-    assert (event["data"]["rejected"], event["data"]["throttled"]) == (4, 1)
-    metrics = (await strict.client.get("/metrics")).text
+        # Signed deliveries keep the ingest contract, from the flagged source too (GitHub
+        # delivers everyone's webhooks from the same addresses) and from any other.
+        for client in (source, other, source):
+            accepted = await client.post(RECEIVER, content=body, headers=dict(signed))
+            assert accepted.status_code == 202, accepted.text
+            signed = _headers(sign(WEBHOOK_SECRET, body))
+    await _flush(patient)
+    (event,) = [e for e in await _rejection_events(patient) if e["ip"] == "203.0.113.9"]
+    data = event["data"]
+    assert (data["rejected"], data["throttled"]) == (4 + FLAGGED_CONCURRENT_READS, 4)
+    assert data["reasons"] == {
+        "body_read_deadline": FLAGGED_CONCURRENT_READS,
+        "wrong_signature": 4,
+    }
+    metrics = (await patient.client.get("/metrics")).text
     assert 'flightdeck_webhook_deliveries_total{event="push",result="throttled"}' in metrics
     assert "flightdeck_webhook_throttled_total " in metrics  # process-wide: no exact count
 

@@ -2,11 +2,16 @@
 
 Two things are kept for each source, in this process:
 
-- whether it is **blocked**: each rejection (a missing or wrong signature, a body that did
+- whether it is **flagged**: each rejection (a missing or wrong signature, a body that did
   not arrive within the deadline) is a hit of the ``webhook_signature_failures`` rate
-  limit (shared through Redis when configured); once a hit is over the limit, the source's
-  next requests get 429 with Retry-After before their body is read, until the window ends.
-  GitHub signs its deliveries correctly, so it never gets there.
+  limit (shared through Redis when configured); once a hit is over the limit, the source
+  is flagged until the window ends. A flagged source's requests are limited before their
+  body is read: at most ``FLAGGED_CONCURRENT_READS`` of its bodies are read at once in a
+  process (more get 429 with Retry-After, the body unread), each within
+  ``FLAGGED_BODY_READ_SECONDS`` instead of the configured deadline. It is not refused
+  outright: GitHub delivers every customer's webhooks from the same addresses, so a
+  webhook someone else points here with a wrong secret must not shut out the signed
+  deliveries GitHub sends from that address (they arrive at once, and are accepted).
 - what is **audited**: rejections are only tallied here; :meth:`SignatureRejections.take`
   hands out one summary per source (how many, why, which events, the first delivery ids,
   when) and starts new tallies. The pipeline's lifespan writes those summaries to the
@@ -16,8 +21,8 @@ Two things are kept for each source, in this process:
 
 Memory is bounded: at most ``max_sources`` sources are tallied per interval; rejections
 from further sources go to one tally for all of them (``source`` ``"other"``, with how
-many distinct sources it holds up to the bound). Blocks are kept for at most
-``max_sources`` sources (the stalest dropped: a dropped source is blocked again by its
+many distinct sources it holds up to the bound). Flags are kept for at most
+``max_sources`` sources (the stalest dropped: a dropped source is flagged again by its
 next over-limit rejection, as the shared limit still counts it).
 """
 
@@ -33,6 +38,9 @@ from typing import Any
 from flightdeck_common.db import utcnow
 
 MAX_SOURCES = 10_000
+# A flagged source: bodies read at once per process, and how long each may take to arrive.
+FLAGGED_CONCURRENT_READS = 16
+FLAGGED_BODY_READ_SECONDS = 2.0
 MAX_DELIVERY_IDS = 20
 OTHER_SOURCES = "other"
 
@@ -66,26 +74,41 @@ class SignatureRejections:
     ) -> None:
         self.max_sources = max_sources
         self.clock = clock
-        self._blocked: OrderedDict[str, float] = OrderedDict()
+        self._flagged: OrderedDict[str, float] = OrderedDict()
+        self._reading: dict[str, int] = {}
         self._tallies: dict[str, _Tally] = {}
 
-    def blocked_for(self, source: str) -> float:
-        """Seconds ``source`` is still refused for (0: not blocked)."""
-        until = self._blocked.get(source)
+    def flagged_for(self, source: str) -> float:
+        """Seconds ``source`` stays flagged (0: not flagged)."""
+        until = self._flagged.get(source)
         if until is None:
             return 0.0
         left = until - self.clock()
         if left <= 0:
-            del self._blocked[source]
+            del self._flagged[source]
             return 0.0
         return left
 
-    def block(self, source: str, seconds: float) -> None:
-        """Refuse ``source`` before reading its body for ``seconds``."""
-        until = max(self._blocked.pop(source, 0.0), self.clock() + seconds)
-        self._blocked[source] = until
-        while len(self._blocked) > self.max_sources:
-            self._blocked.popitem(last=False)
+    def flag(self, source: str, seconds: float) -> None:
+        """Limit ``source``'s requests before their body is read for ``seconds``."""
+        until = max(self._flagged.pop(source, 0.0), self.clock() + seconds)
+        self._flagged[source] = until
+        while len(self._flagged) > self.max_sources:
+            self._flagged.popitem(last=False)
+
+    def start_read(self, source: str) -> bool:
+        """Whether a flagged ``source`` may have one more body read now (then counted
+        until :meth:`end_read`)."""
+        reading = self._reading.get(source, 0)
+        if reading >= FLAGGED_CONCURRENT_READS:
+            return False
+        self._reading[source] = reading + 1
+        return True
+
+    def end_read(self, source: str) -> None:
+        reading = self._reading.pop(source, 0) - 1
+        if reading > 0:
+            self._reading[source] = reading
 
     def rejected(
         self, source: str, reason: str, event: str | None, delivery_id: str | None
@@ -100,7 +123,7 @@ class SignatureRejections:
             tally.delivery_ids.append(delivery_id[:64])
 
     def throttled(self, source: str) -> None:
-        """Tally one request of a blocked ``source`` refused before its body was read."""
+        """Tally one request of a flagged ``source`` refused before its body was read."""
         self._tally(source).throttled += 1
 
     def pending(self) -> int:

@@ -1,13 +1,14 @@
 """The receiver's checks before anything is stored: a verified delivery, or a 4xx problem.
 
-``verified_delivery`` is the route's dependency. Before the body is read: a source that
-sent too many bad signatures gets 429 (``rejections.py``) and a missing or malformed
-``X-Hub-Signature-256`` gets 401. Then the body is read within a deadline (408 past it),
-the signature verified (before parsing anything), the event and delivery id headers, the
-nesting depth and that the body is a JSON object checked, and the signing secret must be
-allowed to write the payload's ``repository.full_name`` (403 otherwise,
-``secret_scopes.py``). Rejected signatures are counted and audited aggregated per source;
-nothing of a refused request is stored.
+``verified_delivery`` is the route's dependency. Before the body is read: a missing or
+malformed ``X-Hub-Signature-256`` gets 401, and a source flagged for too many rejections
+lately gets 429 past a few concurrent reads (``rejections.py``). Then the body is read
+within a deadline (408 past it; shorter for a flagged source), the signature verified
+(before parsing anything), the event and delivery id headers, the nesting depth and that
+the body is a JSON object checked, and the signing secret must be allowed to write the
+payload's ``repository.full_name`` (403 otherwise, ``secret_scopes.py``). Rejections are
+counted, limited and audited aggregated per source (``rejection_audit.py``); nothing of a
+refused request is stored.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ from flightdeck_pipeline.webhooks.metrics import (
     THROTTLED_SOURCES,
 )
 from flightdeck_pipeline.webhooks.payloads import parse_body
-from flightdeck_pipeline.webhooks.rejections import SignatureRejections
+from flightdeck_pipeline.webhooks.rejections import (
+    FLAGGED_BODY_READ_SECONDS,
+    SignatureRejections,
+)
 from flightdeck_pipeline.webhooks.signatures import is_well_formed, matching_secret
 
 logger = logging.getLogger(__name__)
@@ -134,22 +138,25 @@ async def verified_delivery(
     event = x_github_event or ""
     source = client_address_key(request)
     rejections = signature_rejections(request)
-    blocked_for = rejections.blocked_for(source)
-    if blocked_for > 0:
-        THROTTLED_SOURCES.inc()
-        DELIVERIES.labels(_event_label(event), "throttled").inc()
-        rejections.throttled(source)
-        retry_after = str(max(1, int(blocked_for + 0.999)))
-        raise SourceThrottled(
-            f"Too many requests with a missing or wrong signature; retry in {retry_after} s.",
-            headers={**CLOSE, "Retry-After": retry_after},
-        )
     if not is_well_formed(x_hub_signature_256):
         await _reject(request, source, "missing_signature", event, x_github_delivery)
         raise InvalidSignature(
             "X-Hub-Signature-256 is missing or is not sha256= and 64 hex digits.", headers=CLOSE
         )
     deadline = settings.webhook_body_read_deadline_seconds
+    flagged_for = rejections.flagged_for(source)
+    if flagged_for > 0:
+        # Too many rejections from this source lately: few bodies at once, read quickly.
+        if not rejections.start_read(source):
+            THROTTLED_SOURCES.inc()
+            DELIVERIES.labels(_event_label(event), "throttled").inc()
+            rejections.throttled(source)
+            raise SourceThrottled(
+                "Too many requests with a missing or wrong signature from this address; "
+                "retry in 1 s.",
+                headers={**CLOSE, "Retry-After": "1"},
+            )
+        deadline = min(deadline, FLAGGED_BODY_READ_SECONDS)
     try:
         async with asyncio.timeout(max(0.0, deadline - (time.monotonic() - started))):
             body = await request.body()
@@ -158,6 +165,9 @@ async def verified_delivery(
         raise BodyReadDeadline(
             f"The body did not arrive within {deadline:g} s.", headers=CLOSE
         ) from None
+    finally:
+        if flagged_for > 0:
+            rejections.end_read(source)
     secret = matching_secret(secrets, body, x_hub_signature_256)
     if secret is None:
         await _reject(request, source, "wrong_signature", event, x_github_delivery)
@@ -224,7 +234,7 @@ async def _reject(
     limiter = get_resources(request).rate_limiter
     allowed, _, reset_in = await limiter.hit(SIGNATURE_FAILURES_LIMIT, source)
     if not allowed:
-        rejections.block(source, reset_in)
+        rejections.flag(source, reset_in)
 
 
 VerifiedDeliveryDep = Annotated[VerifiedDelivery, Depends(verified_delivery)]
