@@ -18,6 +18,11 @@ from flightdeck_pipeline.runtime import PipelineRuntime
 from flightdeck_pipeline.settings import Settings
 from flightdeck_pipeline.webhooks.acceptance import DeliveryAcceptor
 from flightdeck_pipeline.webhooks.metrics import BACKLOG_LIMIT
+from flightdeck_pipeline.webhooks.rejection_audit import (
+    audit_rejections_periodically,
+    flush_rejections,
+)
+from flightdeck_pipeline.webhooks.rejections import SignatureRejections
 from flightdeck_pipeline.webhooks.repository import DeliveryRepository
 from flightdeck_pipeline.webhooks.service import WebhookService
 from flightdeck_pipeline.webhooks.worker import DeliveryWorker
@@ -68,14 +73,26 @@ async def pipeline_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator
     housekeeping = asyncio.create_task(
         _housekeeping(resources, settings), name="pipeline-housekeeping"
     )
+    rejections = app.state.webhook_signature_rejections = SignatureRejections()
+    rejection_audit = asyncio.create_task(
+        audit_rejections_periodically(
+            resources.sessionmaker, rejections, settings.webhook_rejection_audit_interval_seconds
+        ),
+        name="pipeline-rejection-audit",
+    )
     try:
         yield
     finally:
         await acceptor.close()
         await worker.stop()
-        housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await housekeeping
+        for task in (housekeeping, rejection_audit):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:  # what the last interval tallied is audited too
+            await flush_rejections(resources.sessionmaker, rejections)
+        except Exception:
+            logger.exception("could not audit the last rejected webhook signatures")
 
 
 async def _housekeeping(resources: Resources, settings: Settings, interval: float = 3600.0) -> None:

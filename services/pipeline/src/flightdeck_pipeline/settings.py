@@ -25,14 +25,18 @@ class Settings(CommonSettings):
     # entry `secret@owner/repo|owner/*` may write only those repositories (a delivery for
     # another is refused with 403); a secret alone may write any (webhooks/secret_scopes.py).
     github_webhook_secrets: WebhookSecrets = Field(default_factory=list)
-    # Webhook requests whose signature was missing or wrong, per source address: past this
-    # the source gets 429 with Retry-After before its body is read (GitHub signs correctly).
+    # Webhook requests refused for their signature (missing, wrong, or a body past the
+    # read deadline), per source (IPv4 address, IPv6 /64): past this the source's next
+    # requests get 429 with Retry-After before their body is read, until the window ends
+    # (GitHub signs correctly and never gets there).
     rate_limit_webhook_signature_failures: str = "20/minute"
-    # A webhook body must have arrived this long after the request started (slow uploads
-    # get 408); GitHub itself gives up after 10 s, so keep it above that.
-    webhook_body_read_deadline_seconds: float = Field(30.0, gt=0, le=600)
-    # Rejected signatures reach the audit chain aggregated: at most one audit event per
-    # source per this many seconds, carrying how many were rejected.
+    # A webhook body must have arrived this long after the receiver started reading it
+    # (past it: 408, the connection closed, counted as a rejection of the source). GitHub
+    # gives up on a delivery after 10 s, upload included, so nothing it sends takes longer.
+    webhook_body_read_deadline_seconds: float = Field(15.0, gt=0, le=600)
+    # Rejected signatures reach the audit chain aggregated: one audit event per source per
+    # this many seconds (how many, why, which events, the first delivery ids), and the
+    # rest when the service stops.
     webhook_rejection_audit_interval_seconds: float = Field(60.0, ge=1, le=3600)
 
     # Environments counted as production for DORA (besides GitHub's production_environment flag).

@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from flightdeck_pipeline.runs.models import Run
+from flightdeck_pipeline.deployments.models import Deployment, DeploymentStatus, Incident
+from flightdeck_pipeline.runs.models import Job, Run
 from flightdeck_pipeline.settings import Settings
 from flightdeck_pipeline.webhooks.models import Delivery
 
@@ -125,3 +126,50 @@ def test_production_checks_the_secret_without_its_repositories() -> None:
             github_webhook_secrets="short@octo-org/a-very-long-repository-name-here",
             service_client_secret="a-service-client-secret-of-enough-length",
         )
+
+
+def _issue_of(repository: str) -> dict[str, Any]:
+    return {
+        "action": "opened",
+        "issue": {
+            "number": 7,
+            "title": "checkout is down",
+            "state": "open",
+            "labels": [{"name": "incident"}],
+            "created_at": "2026-12-01T10:00:00Z",
+            "updated_at": "2026-12-01T10:00:00Z",
+            "closed_at": None,
+        },
+        "repository": {"full_name": repository},
+    }
+
+
+def _fixture_of(event: str, repository: str) -> dict[str, Any]:
+    name = "in_progress.payload.json" if event == "workflow_job" else "payload.json"
+    body = json.loads(fixture_body(event, name))
+    body["repository"]["full_name"] = repository
+    return body
+
+
+@pytest.mark.parametrize(
+    ("event", "model"),
+    [
+        ("workflow_job", Job),
+        ("deployment", Deployment),
+        ("deployment_status", DeploymentStatus),
+        ("issues", Incident),
+    ],
+)
+async def test_deployments_incidents_and_jobs_are_scoped_like_runs(
+    scoped: PipelineHarness, event: str, model: Any
+) -> None:
+    def body(repository: str) -> dict[str, Any]:
+        return _issue_of(repository) if event == "issues" else _fixture_of(event, repository)
+
+    refused = await scoped.deliver(event, body("other-org/repo-x"), secret=ORG_SECRET)
+    assert (refused.status_code, refused.json()["code"]) == (403, "repository_not_allowed")
+    assert await _count(scoped, model) == 0
+    assert await _count(scoped, Delivery) == 0
+    accepted = await scoped.deliver(event, body("octo-org/octo-repo"), secret=ORG_SECRET)
+    assert accepted.status_code == 202, accepted.text
+    assert await _count(scoped, model) >= 1

@@ -159,6 +159,8 @@ def isolated_stack_config(var_dir: Path, env: dict[str, str] | None = None) -> S
             "FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS": secrets.token_urlsafe(32),
             # Every end-to-end test logs in from 127.0.0.1; the limit itself is tested elsewhere.
             "FLIGHTDECK_AUTH_RATE_LIMIT_LOGIN": "600/minute",
+            # Rejected webhook signatures are audited aggregated each second, not each minute.
+            "FLIGHTDECK_PIPELINE_WEBHOOK_REJECTION_AUDIT_INTERVAL_SECONDS": "1",
             # Tests stop admin for a while: relays retry every 2 s at most, not every 30 s.
             **{
                 f"FLIGHTDECK_{service.upper()}_OUTBOX_MAX_BACKOFF_SECONDS": "2"

@@ -15,8 +15,11 @@ from flightdeck_pipeline.webhooks.service import (
     get_webhook_service,
 )
 from flightdeck_pipeline.webhooks.verification import (
+    BodyReadDeadline,
     InvalidDelivery,
     InvalidSignature,
+    RepositoryNotAllowed,
+    SourceThrottled,
     VerifiedDeliveryDep,
     WebhookNotConfigured,
 )
@@ -76,6 +79,9 @@ WEBHOOK_REQUEST_BODY: dict[str, Any] = {
         200: {"model": WebhookAck, "description": "ping answered, or a redelivery (no change)"},
         **problem_responses(
             InvalidSignature,
+            RepositoryNotAllowed,
+            BodyReadDeadline,
+            SourceThrottled,
             InvalidDelivery,
             JsonTooDeep,
             PayloadTooLarge,

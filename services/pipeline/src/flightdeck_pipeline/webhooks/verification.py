@@ -1,13 +1,14 @@
 """The receiver's checks before anything is stored: a verified delivery, or a 4xx problem.
 
-``verified_delivery`` is the route's dependency. Before the body is read: a source that
-sent too many bad signatures gets 429 (``rejections.py``) and a missing or malformed
-``X-Hub-Signature-256`` gets 401. Then the body is read within a deadline (408 past it),
-the signature verified (before parsing anything), the event and delivery id headers, the
-nesting depth and that the body is a JSON object checked, and the signing secret must be
-allowed to write the payload's ``repository.full_name`` (403 otherwise,
-``secret_scopes.py``). Rejected signatures are counted and audited aggregated per source;
-nothing of a refused request is stored.
+``verified_delivery`` is the route's dependency. Before the body is read: a missing or
+malformed ``X-Hub-Signature-256`` gets 401, and a source flagged for too many rejections
+lately gets 429 past a few concurrent reads (``rejections.py``). Then the body is read
+within a deadline (408 past it; shorter for a flagged source), the signature verified
+(before parsing anything), the event and delivery id headers, the nesting depth and that
+the body is a JSON object checked, and the signing secret must be allowed to write the
+payload's ``repository.full_name`` (403 otherwise, ``secret_scopes.py``). Rejections are
+counted, limited and audited aggregated per source (``rejection_audit.py``); nothing of a
+refused request is stored.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader
 
-from flightdeck_common.db import session_scope
 from flightdeck_common.errors import (
     BadRequest,
     Forbidden,
@@ -31,9 +31,8 @@ from flightdeck_common.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from flightdeck_common.rate_limit import client_ip
+from flightdeck_common.rate_limit import client_address_key
 from flightdeck_common.resources import get_resources
-from flightdeck_pipeline.outbox import audit
 from flightdeck_pipeline.runtime import get_runtime
 from flightdeck_pipeline.webhooks.events import GITHUB_EVENTS
 from flightdeck_pipeline.webhooks.mapping import MAPPED_EVENTS
@@ -44,7 +43,10 @@ from flightdeck_pipeline.webhooks.metrics import (
     THROTTLED_SOURCES,
 )
 from flightdeck_pipeline.webhooks.payloads import parse_body
-from flightdeck_pipeline.webhooks.rejections import SignatureRejections
+from flightdeck_pipeline.webhooks.rejections import (
+    FLAGGED_BODY_READ_SECONDS,
+    SignatureRejections,
+)
 from flightdeck_pipeline.webhooks.signatures import is_well_formed, matching_secret
 
 logger = logging.getLogger(__name__)
@@ -134,33 +136,41 @@ async def verified_delivery(
             "Set FLIGHTDECK_PIPELINE_GITHUB_WEBHOOK_SECRETS and use the same secret on GitHub."
         )
     event = x_github_event or ""
-    source = client_ip(request)
+    source = client_address_key(request)
     rejections = signature_rejections(request)
-    blocked_for = rejections.blocked_for(source)
-    if blocked_for > 0:
-        THROTTLED_SOURCES.inc()
-        DELIVERIES.labels(_event_label(event), "throttled").inc()
-        retry_after = str(max(1, int(blocked_for + 0.999)))
-        raise SourceThrottled(
-            f"Too many requests with a missing or wrong signature; retry in {retry_after} s.",
-            headers={**CLOSE, "Retry-After": retry_after},
-        )
     if not is_well_formed(x_hub_signature_256):
-        await _reject(request, rejections, source, event, x_github_delivery)
+        await _reject(request, source, "missing_signature", event, x_github_delivery)
         raise InvalidSignature(
             "X-Hub-Signature-256 is missing or is not sha256= and 64 hex digits.", headers=CLOSE
         )
     deadline = settings.webhook_body_read_deadline_seconds
+    flagged_for = rejections.flagged_for(source)
+    if flagged_for > 0:
+        # Too many rejections from this source lately: few bodies at once, read quickly.
+        if not rejections.start_read(source):
+            THROTTLED_SOURCES.inc()
+            DELIVERIES.labels(_event_label(event), "throttled").inc()
+            rejections.throttled(source)
+            raise SourceThrottled(
+                "Too many requests with a missing or wrong signature from this address; "
+                "retry in 1 s.",
+                headers={**CLOSE, "Retry-After": "1"},
+            )
+        deadline = min(deadline, FLAGGED_BODY_READ_SECONDS)
     try:
         async with asyncio.timeout(max(0.0, deadline - (time.monotonic() - started))):
             body = await request.body()
     except TimeoutError:
+        await _reject(request, source, "body_read_deadline", event, x_github_delivery)
         raise BodyReadDeadline(
             f"The body did not arrive within {deadline:g} s.", headers=CLOSE
         ) from None
+    finally:
+        if flagged_for > 0:
+            rejections.end_read(source)
     secret = matching_secret(secrets, body, x_hub_signature_256)
     if secret is None:
-        await _reject(request, rejections, source, event, x_github_delivery)
+        await _reject(request, source, "wrong_signature", event, x_github_delivery)
         raise InvalidSignature("The body is not signed with a configured webhook secret.")
     if not EVENT_NAME.match(event):
         raise InvalidDelivery("X-GitHub-Event is missing or malformed.")
@@ -203,13 +213,8 @@ def _check_repository(event: str, payload: dict[str, Any], may_write: Any) -> No
 
 
 def signature_rejections(request: Request) -> SignatureRejections:
-    """This app's per-source record of rejected signatures (made on first use)."""
-    state = request.app.state
-    rejections: SignatureRejections | None = getattr(state, "webhook_signature_rejections", None)
-    if rejections is None:
-        interval = get_runtime(request).settings.webhook_rejection_audit_interval_seconds
-        rejections = SignatureRejections(audit_interval=interval)
-        state.webhook_signature_rejections = rejections
+    """This app's per-source record of rejected signatures (made by the lifespan)."""
+    rejections: SignatureRejections = request.app.state.webhook_signature_rejections
     return rejections
 
 
@@ -218,31 +223,18 @@ def _event_label(event: str) -> str:
 
 
 async def _reject(
-    request: Request,
-    rejections: SignatureRejections,
-    source: str,
-    event: str,
-    delivery_id: str | None,
+    request: Request, source: str, reason: str, event: str, delivery_id: str | None
 ) -> None:
-    """Count a rejected signature: metrics, the source's limit, the aggregated audit."""
+    """Count a rejected request: metrics, the source's limit (blocked past it), and the
+    source's tally, audited aggregated (``rejection_audit.py``), never one event each."""
     SIGNATURE_FAILURES.inc()
     DELIVERIES.labels(_event_label(event), "rejected").inc()
-    resources = get_resources(request)
-    allowed, _, reset_in = await resources.rate_limiter.hit(SIGNATURE_FAILURES_LIMIT, source)
+    rejections = signature_rejections(request)
+    rejections.rejected(source, reason, event[:64] or None, delivery_id)
+    limiter = get_resources(request).rate_limiter
+    allowed, _, reset_in = await limiter.hit(SIGNATURE_FAILURES_LIMIT, source)
     if not allowed:
-        rejections.block(source, reset_in)
-    count = rejections.to_audit(source)
-    if count:
-        async with session_scope(resources.sessionmaker) as session:
-            await audit(
-                session,
-                "webhook.signature_rejected",
-                actor=None,
-                ip=source,
-                event=event[:64] or None,
-                delivery_id=(delivery_id or "")[:64] or None,
-                rejected=count,
-            )
+        rejections.flag(source, reset_in)
 
 
 VerifiedDeliveryDep = Annotated[VerifiedDelivery, Depends(verified_delivery)]

@@ -5,7 +5,7 @@ late or replayed "opened") no longer reopens a closed incident.
 
 Revision ID: pipeline_0005
 Revises: pipeline_0004
-Create Date: 2026-12-07
+Create Date: 2026-12-08
 """
 
 from collections.abc import Sequence

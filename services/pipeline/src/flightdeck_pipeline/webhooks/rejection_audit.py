@@ -1,0 +1,45 @@
+"""Rejected webhook signatures reach the audit chain aggregated: one event per source per
+interval (``rejections.py`` tallies them), written by the pipeline's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from flightdeck_common.db import session_scope
+from flightdeck_pipeline.outbox import audit
+from flightdeck_pipeline.webhooks.rejections import SignatureRejections
+
+logger = logging.getLogger(__name__)
+EVENT_TYPE = "webhook.signature_rejected"
+
+
+async def flush_rejections(
+    sessionmaker: async_sessionmaker[AsyncSession], rejections: SignatureRejections
+) -> int:
+    """Write one ``pipeline.webhook.signature_rejected`` event per source tallied since
+    the last flush, in one transaction; how many were written. A failed write puts
+    nothing back (the counts are also in the metrics): the next flush starts over."""
+    summaries = rejections.take()
+    if not summaries:
+        return 0
+    async with session_scope(sessionmaker) as session:
+        for summary in summaries:
+            await audit(session, EVENT_TYPE, actor=None, ip=summary.source, **summary.data)
+    return len(summaries)
+
+
+async def audit_rejections_periodically(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    rejections: SignatureRejections,
+    interval: float,
+) -> None:
+    """Flush the tallies every ``interval`` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await flush_rejections(sessionmaker, rejections)
+        except Exception:
+            logger.exception("could not audit rejected webhook signatures; next interval")
