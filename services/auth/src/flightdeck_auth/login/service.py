@@ -191,6 +191,10 @@ async def refresh(session: AsyncSession, rt: AuthRuntime, token: str, ip: str) -
     )
     if rotated is None:
         raise InvalidRefreshToken()
+    if rotated.family_expired:
+        raise await keep_and_fail(
+            session, InvalidRefreshToken("This session reached its maximum lifetime; log in again.")
+        )
     user = await session.get(User, rotated.user_id) if rotated.user_id is not None else None
     if rotated.reused:
         # A spent token came back: someone holds a copy. End the family, and every access

@@ -32,12 +32,14 @@ def new_opaque_token() -> str:
 
 @dataclass(frozen=True)
 class RotationResult:
-    """``token`` is set on success; ``reused`` when a spent token came back."""
+    """``token`` is set on success; ``reused`` when a spent token came back;
+    ``family_expired`` when its family outlived its absolute lifetime (now revoked)."""
 
     user_id: int | None
     token: str | None = None
     family_id: str | None = None
     reused: bool = False
+    family_expired: bool = False
 
 
 class RefreshTokenRepository:
@@ -86,8 +88,9 @@ class RefreshTokenRepository:
     ) -> RotationResult | None:
         """Spend ``token`` and issue its successor in the same family.
 
-        Returns None for an unknown, expired or revoked token, and for one whose family is
-        older than ``family_max_age_seconds`` (the family is then revoked). Spending is a
+        Returns None for an unknown, expired or revoked token; ``family_expired`` for one
+        whose family is older than ``family_max_age_seconds`` (the family is then revoked,
+        in the caller's transaction: commit it). Spending is a
         conditional UPDATE, so two concurrent uses of one token cannot both succeed: the
         loser is treated as reuse.
         """
@@ -99,7 +102,7 @@ class RefreshTokenRepository:
         family_ends_at = _as_utc(started_at) + timedelta(seconds=family_max_age_seconds)
         if family_ends_at <= now:
             await self.revoke_family(row.family_id, "family_expired")
-            return None
+            return RotationResult(user_id=row.user_id, family_id=row.family_id, family_expired=True)
         spent = await self.session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
