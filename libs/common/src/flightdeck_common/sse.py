@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,8 @@ SSE_HEADERS: Mapping[str, str] = {
 }
 # How long a feed may take to clean up (close its database session...) once cancelled.
 _CLOSE_TIMEOUT_SECONDS = 5.0
+# How often ``still_authorized`` is asked on a stream without heartbeats.
+_DEFAULT_RECHECK_SECONDS = 15.0
 
 
 def _lines(value: str) -> list[str]:
@@ -203,9 +205,11 @@ class EventSourceResponse(StreamingResponse):
 
     ``content`` yields :class:`ServerSentEvent` (or already encoded ``bytes``). A heartbeat
     comment is sent whenever the stream was idle for ``heartbeat_seconds`` (``None``: never).
-    The stream ends when ``content`` is exhausted or fails, when the client disconnects, or
-    at the unix time ``expires_at``; ``content`` is then closed (``aclose()``), so a feed
-    written as an async generator can clean up in ``finally``.
+    The stream ends when ``content`` is exhausted or fails, when the client disconnects, at
+    the unix time ``expires_at``, or when ``still_authorized`` (awaited every
+    ``heartbeat_seconds``, busy or idle) answers False or raises, e.g. because the token
+    that opened the stream was revoked; ``content`` is then closed (``aclose()``), so a
+    feed written as an async generator can clean up in ``finally``.
     """
 
     media_type = SSE_MEDIA_TYPE
@@ -216,6 +220,7 @@ class EventSourceResponse(StreamingResponse):
         *,
         heartbeat_seconds: float | None = 15.0,
         expires_at: float | None = None,
+        still_authorized: Callable[[], Awaitable[bool]] | None = None,
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
         background: BackgroundTask | None = None,
@@ -234,6 +239,7 @@ class EventSourceResponse(StreamingResponse):
         self.source = content
         self.heartbeat_seconds = heartbeat_seconds
         self.expires_at = expires_at
+        self.still_authorized = still_authorized
         self.client_disconnected = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -296,6 +302,22 @@ class EventSourceResponse(StreamingResponse):
                         stop()
                         return
 
+            async def recheck(interval: float, check: Callable[[], Awaitable[bool]]) -> None:
+                while True:
+                    await anyio.sleep(interval)
+                    try:
+                        authorized = await check()
+                    except Exception as exc:
+                        logger.warning(
+                            "event stream %s ended: its authorization cannot be re-checked: %r",
+                            scope.get("path"),
+                            exc,
+                        )
+                        authorized = False
+                    if not authorized:
+                        stop()
+                        return
+
             async def expire(at: float) -> None:
                 await anyio.sleep(max(0.0, at - time.time()))
                 stop()
@@ -304,6 +326,9 @@ class EventSourceResponse(StreamingResponse):
             tasks.start_soon(watch_disconnect)
             if self.heartbeat_seconds is not None:
                 tasks.start_soon(heartbeat, self.heartbeat_seconds)
+            if self.still_authorized is not None:
+                interval = self.heartbeat_seconds or _DEFAULT_RECHECK_SECONDS
+                tasks.start_soon(recheck, interval, self.still_authorized)
             if self.expires_at is not None and math.isfinite(self.expires_at):
                 tasks.start_soon(expire, self.expires_at)
 

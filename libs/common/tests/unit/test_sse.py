@@ -260,6 +260,50 @@ async def test_the_stream_ends_at_expires_at() -> None:
     assert not response.client_disconnected
 
 
+async def test_the_stream_ends_once_still_authorized_answers_false() -> None:
+    checks: list[float] = []
+
+    async def still_authorized() -> bool:
+        checks.append(time.monotonic())
+        return len(checks) < 3  # revoked at the third check
+
+    async def busy() -> AsyncIterator[ServerSentEvent]:
+        # Never idle, so no heartbeat is sent: the check runs on its own interval.
+        for n in range(1000):
+            yield ServerSentEvent(data=str(n))
+            await asyncio.sleep(0.01)
+
+    client = Client()
+    response = EventSourceResponse(
+        busy(), heartbeat_seconds=0.05, still_authorized=still_authorized
+    )
+    task = await run(response, client)
+    await asyncio.wait_for(task, 2)
+    assert client.finished
+    assert len(checks) == 3
+    assert HEARTBEAT not in client.chunks
+    assert not response.client_disconnected
+
+
+async def test_a_failing_authorization_check_ends_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def still_authorized() -> bool:
+        raise ConnectionError("revocations unreachable")
+
+    feed = Feed([ServerSentEvent(data="x")])
+    client = Client()
+    response = EventSourceResponse(
+        feed(), heartbeat_seconds=0.05, still_authorized=still_authorized
+    )
+    with caplog.at_level(logging.WARNING, logger="flightdeck_common.sse"):
+        task = await run(response, client)
+        await asyncio.wait_for(task, 1)
+    assert client.finished
+    assert feed.closed
+    assert any("cannot be re-checked" in r.getMessage() for r in caplog.records)
+
+
 def test_heartbeat_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="heartbeat_seconds"):
         EventSourceResponse(Feed([])(), heartbeat_seconds=0)

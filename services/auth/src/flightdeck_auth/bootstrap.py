@@ -7,11 +7,11 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 from fastapi import FastAPI
 
 from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.security.reseal import reseal_secrets
 from flightdeck_auth.security.risk import RiskRules
 from flightdeck_auth.security.secret_box import SecretBox
 from flightdeck_auth.security.throttle import LoginThrottle, MemoryThrottleStore, RedisThrottleStore
@@ -21,7 +21,7 @@ from flightdeck_auth.service_accounts.service import (
 )
 from flightdeck_auth.settings import USER_AUDIENCE, Settings
 from flightdeck_auth.tokens.issuer import TokenIssuer
-from flightdeck_auth.tokens.keyring import KeyRing
+from flightdeck_auth.tokens.keyring import KeyRing, key_retirement_delay
 from flightdeck_auth.tokens.revocations import DatabaseRevocations, RevocationRepository, Revoker
 from flightdeck_auth.users.service import bootstrap_admin
 from flightdeck_common.auth.dependencies import AuthContext, install_auth
@@ -40,11 +40,9 @@ def build_runtime(settings: Settings, resources: Resources) -> AuthRuntime:
             "FLIGHTDECK_AUTH_SECRET_KEY is not set: TOTP secrets and signing keys are stored "
             "unencrypted (development only)"
         )
-    box = SecretBox(settings.secret_key.get_secret_value() if settings.secret_key else None)
-    # A replaced key stays published for two token lifetimes (clock skew, slow caches).
-    keyring = KeyRing(
-        resources.sessionmaker, box, timedelta(seconds=2 * settings.access_token_ttl_seconds)
-    )
+    box = SecretBox(settings.secret_box_keys)
+    # A replaced key stays published until every token it signed has expired.
+    keyring = KeyRing(resources.sessionmaker, box, key_retirement_delay(settings))
     redis_revocations = RedisRevocations(resources.redis) if resources.redis is not None else None
     store = (
         RedisThrottleStore(resources.redis)
@@ -84,6 +82,7 @@ async def auth_lifespan(app: FastAPI, resources: Resources) -> AsyncIterator[Non
     settings = resources.settings
     assert isinstance(settings, Settings)
     runtime = build_runtime(settings, resources)
+    await reseal_secrets(resources.sessionmaker, runtime.box)
     await runtime.keyring.ensure_key()
     await runtime.hasher.warm_up()  # so the first unknown-user login costs what later ones do
     maintenance = asyncio.create_task(runtime.keyring.run_maintenance(), name="key-maintenance")

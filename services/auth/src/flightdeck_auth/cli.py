@@ -14,6 +14,7 @@ from typing import Any
 from flightdeck_auth.app import MIGRATIONS_DIR
 from flightdeck_auth.bootstrap import build_runtime
 from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.security.reseal import reseal_secrets
 from flightdeck_auth.service_accounts.service import upsert_service_account
 from flightdeck_auth.settings import INTERNAL_AUDIENCES, Settings
 from flightdeck_auth.users.service import create_user
@@ -83,14 +84,34 @@ def _create_service_account(settings: Settings, args: argparse.Namespace) -> int
 def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
     async def work(session: Any, rt: AuthRuntime) -> int:
         await rt.keyring.ensure_key()
-        kid = await rt.keyring.rotate()
+        if args.revoke_previous:
+            kid, retired = await rt.keyring.rotate_revoking_previous()
+            print(
+                f"new signing key {kid} signs now; revoked (no longer published, tokens they "
+                f"signed are refused): {', '.join(retired) or 'none'}"
+            )
+        else:
+            kid = await rt.keyring.rotate()
+            print(
+                f"new signing key {kid} published; it starts signing in 90 s, and the key it "
+                "replaces stays published until its tokens expire"
+            )
+        report = await reseal_secrets(rt.keyring.sessionmaker, rt.box)
         print(
-            f"new signing key {kid} published; it starts signing in 90 s, and the key it "
-            "replaces stays published until its tokens expire"
+            f"secret box: {report.resealed} values re-sealed under the current secret key, "
+            f"{report.unreadable} could not be opened"
         )
         return 0
 
     return _with_runtime(settings, work)
+
+
+def _rotate_keys_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--revoke-previous",
+        action="store_true",
+        help="the old keys are compromised: retire them now (their tokens stop verifying)",
+    )
 
 
 def _admin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +139,9 @@ COMMANDS = [
     ),
     CliCommand(
         "rotate-keys",
-        "make a new signing key; the old one stays in the JWKS until its tokens expire",
-        lambda p: None,
+        "make a new signing key; the old one stays in the JWKS until its tokens expire "
+        "(--revoke-previous: retired at once); re-seal secrets under the current secret key",
+        _rotate_keys_arguments,
         _rotate_keys,
     ),
 ]

@@ -8,7 +8,12 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from flightdeck_common.settings import CommaSeparated, CommonSettings, Environment
+from flightdeck_common.settings import (
+    CommaSeparated,
+    CommaSeparatedSecrets,
+    CommonSettings,
+    Environment,
+)
 
 USER_AUDIENCE = "flightdeck"
 INTERNAL_AUDIENCES = ("flightdeck:auth-internal", "flightdeck:admin-internal")
@@ -24,10 +29,17 @@ class Settings(CommonSettings):
     # Encrypts TOTP secrets and signing keys at rest. Required in production; in
     # development without it they are stored unencrypted (and a warning is logged).
     secret_key: SecretStr | None = None
+    # Comma-separated keys that SECRET_KEY replaced: values sealed under them still open
+    # (and are re-sealed under SECRET_KEY at startup and by `rotate-keys`). Drop one once
+    # a start has logged that nothing is sealed under it any more.
+    previous_secret_keys: CommaSeparatedSecrets = Field(default_factory=list)
     password_pepper: SecretStr | None = None
 
     access_token_ttl_seconds: int = Field(900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(30 * 86400, ge=3600)
+    # Absolute lifetime of a refresh-token family (one login): refreshing never extends a
+    # session past this many seconds after the login that started it.
+    refresh_family_max_age_seconds: int = Field(30 * 86400, ge=3600)
     service_token_ttl_seconds: int = Field(600, ge=60, le=3600)
     mfa_token_ttl_seconds: int = Field(300, ge=30, le=900)
     mfa_max_attempts: int = Field(5, ge=1, le=20)
@@ -66,6 +78,20 @@ class Settings(CommonSettings):
         if unknown:
             raise ValueError(f"unknown roles in MFA_REQUIRED_ROLES: {sorted(unknown)}")
         return self
+
+    @model_validator(mode="after")
+    def _previous_keys_need_a_key(self) -> Settings:
+        if self.previous_secret_keys and self.secret_key is None:
+            raise ValueError("PREVIOUS_SECRET_KEYS needs SECRET_KEY (the key that seals now)")
+        return self
+
+    @property
+    def secret_box_keys(self) -> list[str]:
+        """The secret box's keys: SECRET_KEY seals, every one opens (empty: no encryption)."""
+        if self.secret_key is None:
+            return []
+        previous = [key.get_secret_value() for key in self.previous_secret_keys]
+        return [self.secret_key.get_secret_value(), *previous]
 
     @property
     def limited_roles(self) -> frozenset[str]:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import flightdeck_pipeline.models  # noqa: F401 - every table on Base.metadata
 from flightdeck_common.auth.claims import Role
 from flightdeck_common.auth.dependencies import AuthContext, install_auth
+from flightdeck_common.auth.revocation import RevocationChecker
 from flightdeck_common.auth.testing import TokenMinter
 from flightdeck_common.auth.verifier import TokenVerifier
 from flightdeck_common.resources import Resources
@@ -130,6 +131,7 @@ async def live_app_factory(token_minter: TokenMinter) -> AsyncIterator[LiveAppFa
             redis_url: str | None = None,
             *,
             poll_interval: float = 1.0,
+            revocations: RevocationChecker | None = None,
             **settings: Any,
         ) -> LiveApp:
             config = Settings(
@@ -144,7 +146,9 @@ async def live_app_factory(token_minter: TokenMinter) -> AsyncIterator[LiveAppFa
             async def tables_and_auth(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
                 async with resources.engine.begin() as connection:
                     await connection.run_sync(Base.metadata.create_all)
-                verifier = TokenVerifier(token_minter.key_source(), token_minter.issuer)
+                verifier = TokenVerifier(
+                    token_minter.key_source(), token_minter.issuer, revocations=revocations
+                )
                 install_auth(app, AuthContext(verifier))
                 yield
 

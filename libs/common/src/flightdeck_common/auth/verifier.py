@@ -96,6 +96,11 @@ class TokenVerifier:
             raise TokenRevoked("Token has been revoked.")
         return claims
 
+    async def is_revoked(self, claims: TokenClaims) -> bool:
+        """Whether ``claims`` (of a token verified before) have been revoked since: what a
+        long-lived response, e.g. an event stream, asks again while it runs."""
+        return self.revocations is not None and await self.revocations.is_revoked(claims)
+
     async def _verified_claims(self, token: str, audience: str) -> TokenClaims | None:
         """The claims of a cached verification that still holds, else None.
 

@@ -23,6 +23,7 @@ from flightdeck_auth.runtime import AuthRuntime
 from flightdeck_auth.security.risk import LoginContext, assess_login
 from flightdeck_auth.security.throttle import LockState
 from flightdeck_auth.security.totp import verify_totp
+from flightdeck_auth.security.totp_secrets import open_totp_secret
 from flightdeck_auth.tokens.refresh import RefreshTokenRepository
 from flightdeck_auth.tokens.schemas import TokenPair
 from flightdeck_auth.users.models import User
@@ -140,7 +141,8 @@ async def complete_login(
     user.last_login_at = utcnow()
     access = await rt.issuer.access_token(user)
     refresh = await RefreshTokenRepository(session).issue(
-        user.id, rt.settings.refresh_token_ttl_seconds
+        user.id,
+        min(rt.settings.refresh_token_ttl_seconds, rt.settings.refresh_family_max_age_seconds),
     )
     await audit(
         session, "login.succeeded", actor=user.username, subject=str(user.id), ip=ip, method=method
@@ -165,7 +167,9 @@ async def mfa_login(
     if user is None or not user.is_active or not user.mfa_enabled or user.totp_secret is None:
         raise InvalidMfaToken()
     counter = verify_totp(
-        rt.box.open(user.totp_secret), code, last_used_counter=user.totp_last_counter
+        open_totp_secret(rt.box, user.id, user.totp_secret),
+        code,
+        last_used_counter=user.totp_last_counter,
     )
     if counter is None:
         challenge.failed_attempts += 1
@@ -182,12 +186,21 @@ async def mfa_login(
 
 async def refresh(session: AsyncSession, rt: AuthRuntime, token: str, ip: str) -> TokenPair:
     tokens = RefreshTokenRepository(session)
-    rotated = await tokens.rotate(token, rt.settings.refresh_token_ttl_seconds)
+    rotated = await tokens.rotate(
+        token, rt.settings.refresh_token_ttl_seconds, rt.settings.refresh_family_max_age_seconds
+    )
     if rotated is None:
         raise InvalidRefreshToken()
+    if rotated.family_expired:
+        raise await keep_and_fail(
+            session, InvalidRefreshToken("This session reached its maximum lifetime; log in again.")
+        )
     user = await session.get(User, rotated.user_id) if rotated.user_id is not None else None
     if rotated.reused:
-        # A spent token came back: someone holds a copy. End every session of the family.
+        # A spent token came back: someone holds a copy. End the family, and every access
+        # token of the user (the copy may already have minted some).
+        if rotated.user_id is not None:
+            await rt.revoker.revoke_subject(session, str(rotated.user_id), "refresh_token_reuse")
         await audit(
             session,
             "refresh_token.reuse_detected",

@@ -16,6 +16,7 @@ from flightdeck_auth.mfa.schemas import TotpEnrolment
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
 from flightdeck_auth.security.totp import new_totp_secret, provisioning_uri, verify_totp
+from flightdeck_auth.security.totp_secrets import open_totp_secret, seal_totp_secret
 from flightdeck_auth.users.models import User
 from flightdeck_auth.users.repository import UserRepository
 from flightdeck_common.db import utcnow
@@ -25,7 +26,7 @@ async def start_enrolment(session: AsyncSession, rt: AuthRuntime, user: User) ->
     if user.mfa_enabled:
         raise MfaAlreadyEnabled("Disable TOTP first to enrol a new device.")
     secret = new_totp_secret()
-    user.totp_secret = rt.box.seal(secret)
+    user.totp_secret = seal_totp_secret(rt.box, user.id, secret)
     user.totp_last_counter = None
     await audit(session, "mfa.enrolment_started", actor=user.username, subject=str(user.id))
     count_mfa_event("enrolment_started")
@@ -37,7 +38,9 @@ async def confirm_enrolment(session: AsyncSession, rt: AuthRuntime, user: User, 
         raise MfaAlreadyEnabled()
     if user.totp_secret is None:
         raise MfaNotPending()
-    counter = verify_totp(rt.box.open(user.totp_secret), code, last_used_counter=None)
+    counter = verify_totp(
+        open_totp_secret(rt.box, user.id, user.totp_secret), code, last_used_counter=None
+    )
     if counter is None:
         await audit(session, "mfa.confirm_failed", actor=user.username, subject=str(user.id))
         count_mfa_event("confirm_failed")
@@ -52,7 +55,9 @@ async def disable(session: AsyncSession, rt: AuthRuntime, user: User, code: str)
     if not user.mfa_enabled or user.totp_secret is None:
         raise MfaNotEnabled()
     counter = verify_totp(
-        rt.box.open(user.totp_secret), code, last_used_counter=user.totp_last_counter
+        open_totp_secret(rt.box, user.id, user.totp_secret),
+        code,
+        last_used_counter=user.totp_last_counter,
     )
     if counter is None or not await UserRepository(session).advance_totp_counter(user, counter):
         await audit(session, "mfa.disable_failed", actor=user.username, subject=str(user.id))

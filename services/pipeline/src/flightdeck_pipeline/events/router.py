@@ -7,7 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import StringConstraints
 
-from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser
+from flightdeck_common.auth.dependencies import (
+    USER_AUTH_RESPONSES,
+    CurrentUser,
+    get_auth_context,
+)
 from flightdeck_common.dependencies import ResourcesDep
 from flightdeck_common.sse import EventSourceResponse, event_stream_responses
 from flightdeck_pipeline.events.dependencies import ChangeBusDep, ChangeTailDep
@@ -28,7 +32,8 @@ EVENT_STREAM_DESCRIPTION = (
     f"({RETRY_MILLISECONDS} ms) and the starting `id`; `: ping` comments arrive while "
     "idle. `event: reset` means the missed events cannot be replayed: reload the "
     "state, the stream continues from the newest event. The stream ends when the "
-    "access token expires; reconnect with a fresh one."
+    "access token expires, and when it is revoked (logout, password change, deactivation; "
+    "checked at every heartbeat interval); reconnect with a fresh one."
 )
 EVENT_STREAM_EXAMPLE = (
     "retry: 3000\nid: 41\n\n"
@@ -93,6 +98,14 @@ async def stream_events(
         kinds=kind,
         tail=tail,
     )
+    verifier = get_auth_context(request).verifier
+
+    async def still_authorized() -> bool:
+        return not await verifier.is_revoked(user)
+
     return EventSourceResponse(
-        events, heartbeat_seconds=settings.sse_heartbeat_seconds, expires_at=user.exp
+        events,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+        expires_at=user.exp,
+        still_authorized=still_authorized,
     )
