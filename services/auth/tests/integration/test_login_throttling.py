@@ -251,3 +251,29 @@ async def test_wrong_codes_to_turn_totp_off_are_throttled(harness_factory: Any) 
     # The second-factor lock does not stop a password login, nor does that login clear it.
     assert (await auth.login()).json()["code"] == "mfa_required"
     assert await auth.app.state.auth_runtime.throttle.second_factor_failures(1) == 3
+
+
+async def test_the_default_limit_applies_to_signed_in_routes_only(harness_factory: Any) -> None:
+    auth: AuthHarness = await harness_factory(rate_limit_default="3/minute")
+    headers = bearer((await auth.tokens())["access_token"])
+    service = {"Authorization": f"Bearer {await auth.service_token()}"}
+    me = [(await auth.client.get("/auth/me", headers=headers)).status_code for _ in range(4)]
+    assert me == [200, 200, 200, 429]
+    # The address is over the default limit for every route under it, whatever the token.
+    body = {"current_password": WRONG_PASSWORD, "new_password": "another-long-passphrase-7"}
+    refused = await auth.client.post("/auth/me/password", json=body, headers=headers)
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    listed = await auth.client.get("/auth/service-accounts", headers=headers)
+    assert listed.status_code == 429
+    # Probes, metrics, the JWKS and the internal API are never under it.
+    for path, extra in [
+        ("/healthz", {}),
+        ("/readyz", {}),
+        ("/metrics", {}),
+        ("/auth/.well-known/jwks.json", {}),
+        ("/auth/internal/users/1", service),
+    ]:
+        statuses = {(await auth.client.get(path, headers=extra)).status_code for _ in range(5)}
+        assert statuses == {200}, path

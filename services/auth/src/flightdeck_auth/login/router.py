@@ -94,7 +94,8 @@ async def refresh_token(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Log out (end this session)",
-    responses=problem_responses(InvalidToken, TokenRevoked),
+    dependencies=[Depends(rate_limit("default"))],
+    responses=problem_responses(InvalidToken, TokenRevoked, RateLimited),
 )
 async def logout(
     body: LogoutRequest, claims: MeClaims, session: SessionDep, rt: RuntimeDep, ip: ClientIp

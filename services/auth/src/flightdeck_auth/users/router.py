@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
 from flightdeck_auth.dependencies import ClientIp, CurrentUserRow, SessionDep
 from flightdeck_auth.exceptions import (
@@ -20,13 +20,21 @@ from flightdeck_auth.security.approval_keys import InvalidApprovalKey
 from flightdeck_auth.users import service
 from flightdeck_auth.users.schemas import ApprovalKeyUpdate, PasswordChange, UserRead, user_read
 from flightdeck_common.auth.errors import InvalidToken, TokenRevoked
-from flightdeck_common.errors import FlightdeckError, Unauthorized, problem_responses
+from flightdeck_common.errors import FlightdeckError, RateLimited, Unauthorized, problem_responses
 from flightdeck_common.passwords import WeakPassword
+from flightdeck_common.rate_limit import rate_limit
 
-router = APIRouter(prefix="/auth/me", tags=["me"])
+# Every route here is under the default limit per client address (rate_limit_default).
+router = APIRouter(prefix="/auth/me", tags=["me"], dependencies=[Depends(rate_limit("default"))])
 
-# A missing, invalid or revoked token, or an account deactivated since it was issued.
-SIGNED_IN_ERRORS: tuple[type[FlightdeckError], ...] = (InvalidToken, TokenRevoked, Unauthorized)
+# A missing, invalid or revoked token, or an account deactivated since it was issued; or
+# too many requests from this address.
+SIGNED_IN_ERRORS: tuple[type[FlightdeckError], ...] = (
+    InvalidToken,
+    TokenRevoked,
+    Unauthorized,
+    RateLimited,
+)
 
 
 @router.get(
