@@ -170,7 +170,10 @@ class CommonSettings(BaseSettings):
     outbox_max_backoff_seconds: float = Field(30.0, ge=1, le=3600)
     outbox_stop_timeout_seconds: float = Field(5.0, gt=0, le=60)
 
-    # Rate limits ("N/period", see the `limits` package notation).
+    # Rate limits ("N/period", see the `limits` package notation), per client address.
+    # Auth's: default on every /auth/me* route, logout and the service-account
+    # administration (never probes, /metrics, the JWKS or internal routes); login on
+    # /auth/login and /auth/login/mfa. Pipeline and admin use neither.
     rate_limit_default: str = "600/minute"
     rate_limit_login: str = "10/minute"
 

@@ -123,12 +123,15 @@ INGRESS_REFUSED_ENCODINGS = re.compile(r"%(2F|5C|00|3B|25|3F|23)", re.IGNORECASE
 HIGH = "100000/minute"
 FUZZ_STACK_ENV = {
     "LOG_LEVEL": "WARNING",
+    "FLIGHTDECK_AUTH_RATE_LIMIT_DEFAULT": HIGH,
     "FLIGHTDECK_AUTH_RATE_LIMIT_LOGIN": HIGH,
     "FLIGHTDECK_AUTH_RATE_LIMIT_REFRESH": HIGH,
     "FLIGHTDECK_AUTH_RATE_LIMIT_SERVICE_TOKEN": HIGH,
     "FLIGHTDECK_ADMIN_RATE_LIMIT_REGISTRATION": HIGH,
-    # Failed logins from the fuzzer's address must not lock out the fuzzer's own logins.
+    # Failed logins from the fuzzer's address must not lock out the fuzzer's own logins, nor
+    # its admin's wrong current passwords (POST /auth/me/password counts them) that admin's.
     "FLIGHTDECK_AUTH_LOGIN_MAX_FAILURES_PER_IP": "1000000",
+    "FLIGHTDECK_AUTH_LOGIN_MAX_FAILURES_PER_USER": "1000000",
 }
 
 

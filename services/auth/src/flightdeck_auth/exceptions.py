@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flightdeck_common.errors import Conflict, FlightdeckError, Forbidden, NotFound, Unauthorized
+from flightdeck_common.errors import Conflict, FlightdeckError, NotFound, Unauthorized
 
 
 class InvalidCredentials(Unauthorized):
@@ -32,11 +32,6 @@ class InvalidMfaCode(Unauthorized):
 class InvalidMfaToken(Unauthorized):
     code = "invalid_mfa_token"
     title = "Invalid, used or expired MFA token"
-
-
-class LoginDenied(Forbidden):
-    code = "login_denied"
-    title = "Login denied by policy"
 
 
 class InvalidRefreshToken(Unauthorized):

@@ -299,3 +299,84 @@ async def test_redis_outage_falls_back_to_memory_and_logs_once(
         assert len(warnings) == 1
     finally:
         await dead.aclose()
+
+
+async def test_parallel_reservations_never_exceed_the_limit(make_throttle: ThrottleFactory) -> None:
+    throttle = make_throttle(max_failures_per_user=5, max_failures_per_ip=100)
+    checked = 0
+
+    async def guess() -> LockState | None:
+        nonlocal checked
+        attempt = await throttle.reserve_password_attempt("alice", IP)
+        if attempt.refused is not None:
+            return attempt.refused
+        checked += 1
+        await asyncio.sleep(0.05)  # a slow (wrong) password check
+        await throttle.failed(attempt)
+        return attempt.lock_if_failed
+
+    locks = await asyncio.gather(*(guess() for _ in range(40)))
+    assert checked == 5
+    assert sum(lock is None for lock in locks) == 4
+    assert await throttle.failures("alice") == 5
+    assert await throttle.check("alice", IP) is not None
+
+
+async def test_a_passing_reservation_lifts_its_provisional_lock(
+    make_throttle: ThrottleFactory,
+) -> None:
+    throttle = make_throttle(max_failures_per_user=2, max_failures_per_ip=100)
+    await throttle.record_failure("alice", IP)
+    held = await throttle.reserve_password_attempt("alice", IP)
+    assert held.refused is None
+    assert held.lock_if_failed is not None
+
+    waiter = asyncio.create_task(throttle.reserve_password_attempt("alice", IP))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()  # waits for the pending check instead of being refused
+    await throttle.succeeded(held)
+    admitted = await waiter
+    assert admitted.refused is None
+    assert await throttle.check("alice", IP) is None
+    assert await throttle.failures("alice") == 1  # the waiter's own reservation
+    assert await throttle.ip_failures(IP) == 2  # the success gave its address count back
+
+
+async def test_a_provisional_lock_that_is_never_decided_refuses_after_the_wait(
+    make_throttle: ThrottleFactory,
+) -> None:
+    throttle = make_throttle(max_failures_per_user=1, pending_wait_seconds=0.2)
+    held = await throttle.reserve_password_attempt("alice", IP)
+    assert held.refused is None
+    refused = await throttle.reserve_password_attempt("alice", IP)
+    assert refused.refused is not None
+    assert refused.refused.scope == "user"
+
+
+async def test_second_factors_count_apart_and_a_password_success_keeps_them(
+    make_throttle: ThrottleFactory,
+) -> None:
+    throttle = make_throttle(max_failures_per_user=2, max_failures_per_ip=100)
+    first = await throttle.reserve_second_factor_attempt(7, IP)
+    await throttle.failed(first)
+    second = await throttle.reserve_second_factor_attempt(7, IP)
+    await throttle.failed(second)
+    assert second.lock_if_failed is not None
+    password = await throttle.reserve_password_attempt("alice", IP)
+    assert password.refused is None  # a second-factor lock is not a password lock
+    await throttle.succeeded(password)
+    assert await throttle.second_factor_failures(7) == 2
+    assert (await throttle.reserve_second_factor_attempt(7, IP)).refused is not None
+    assert (await throttle.reserve_second_factor_attempt(8, IP)).refused is None
+
+
+async def test_second_factors_count_per_ipv6_64(make_throttle: ThrottleFactory) -> None:
+    throttle = make_throttle(max_failures_per_user=100, max_failures_per_ip=2)
+    assert await throttle.record_second_factor_failure(1, "2001:db8:1:2::1") is None
+    lock = await throttle.record_second_factor_failure(2, "2001:db8:1:2:ffff::9")
+    assert lock is not None
+    assert lock.scope == "ip"
+    refused = await throttle.reserve_second_factor_attempt(3, "2001:db8:1:2::abcd")
+    assert refused.refused is not None
+    assert refused.refused.scope == "ip"
+    assert (await throttle.reserve_second_factor_attempt(3, "2001:db8:1:3::1")).refused is None

@@ -13,7 +13,6 @@ from flightdeck_auth.exceptions import (
     InvalidMfaCode,
     InvalidMfaToken,
     InvalidRefreshToken,
-    LoginDenied,
     MfaRequired,
 )
 from flightdeck_auth.login import service
@@ -37,9 +36,7 @@ router = APIRouter(prefix="/auth", tags=["login"])
     response_model=TokenPair,
     summary="Log in with username and password",
     dependencies=[Depends(rate_limit("login"))],
-    responses=problem_responses(
-        InvalidCredentials, MfaRequired, LoginDenied, AccountLocked, RateLimited
-    ),
+    responses=problem_responses(InvalidCredentials, MfaRequired, AccountLocked, RateLimited),
 )
 async def login(
     body: Annotated[LoginRequest, Body(openapi_examples=LOGIN_EXAMPLES)],
@@ -51,7 +48,8 @@ async def login(
 
     An account with TOTP gets a 401 problem `mfa_required` carrying `mfa_token`: send it
     with a code to `POST /auth/login/mfa`. Repeated failures lock the username or the
-    client address for a while (423, with `Retry-After`).
+    client address for a while (423, with `Retry-After`). A login the risk policy refuses
+    is answered and counted exactly as a wrong password.
     """
     return await service.password_login(session, rt, body.username, body.password, ip)
 
@@ -61,7 +59,7 @@ async def login(
     response_model=TokenPair,
     summary="Complete a login with a TOTP code",
     dependencies=[Depends(rate_limit("login"))],
-    responses=problem_responses(InvalidMfaToken, InvalidMfaCode, RateLimited),
+    responses=problem_responses(InvalidMfaToken, InvalidMfaCode, AccountLocked, RateLimited),
 )
 async def login_mfa(
     body: Annotated[MfaLoginRequest, Body(openapi_examples=MFA_LOGIN_EXAMPLES)],
@@ -69,7 +67,12 @@ async def login_mfa(
     rt: RuntimeDep,
     ip: ClientIp,
 ) -> TokenPair:
-    """Complete a login with the mfa_token and a TOTP code."""
+    """Complete a login with the mfa_token and a TOTP code.
+
+    Wrong codes count against the user and the client address (whatever the mfa_token),
+    with the same doubling lock as passwords (423, with `Retry-After`); a correct password
+    does not clear them. One mfa_token takes at most `mfa_max_attempts` codes.
+    """
     return await service.mfa_login(session, rt, body.mfa_token, body.code, ip)
 
 
@@ -91,7 +94,8 @@ async def refresh_token(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Log out (end this session)",
-    responses=problem_responses(InvalidToken, TokenRevoked),
+    dependencies=[Depends(rate_limit("default"))],
+    responses=problem_responses(InvalidToken, TokenRevoked, RateLimited),
 )
 async def logout(
     body: LogoutRequest, claims: MeClaims, session: SessionDep, rt: RuntimeDep, ip: ClientIp

@@ -12,16 +12,20 @@ from flightdeck_auth.exceptions import (
     InvalidMfaCode,
     InvalidMfaToken,
     InvalidRefreshToken,
-    LoginDenied,
     MfaRequired,
 )
 from flightdeck_auth.failures import keep_and_fail
-from flightdeck_auth.metrics import count_lockout, count_login
+from flightdeck_auth.login.attempts import (
+    fail_attempt,
+    reserve_password_attempt,
+    reserve_second_factor_attempt,
+)
+from flightdeck_auth.metrics import count_login
 from flightdeck_auth.mfa.repository import MfaChallengeRepository
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
 from flightdeck_auth.security.risk import LoginContext, assess_login
-from flightdeck_auth.security.throttle import LockState
+from flightdeck_auth.security.throttle import Attempt
 from flightdeck_auth.security.totp import verify_totp
 from flightdeck_auth.security.totp_secrets import open_totp_secret
 from flightdeck_auth.tokens.refresh import RefreshTokenRepository
@@ -31,18 +35,10 @@ from flightdeck_auth.users.repository import UserRepository
 from flightdeck_auth.users.schemas import user_read
 from flightdeck_common.auth.claims import TokenClaims
 from flightdeck_common.db import utcnow
+from flightdeck_common.errors import FlightdeckError
 from flightdeck_common.passwords import InvalidUsername, normalize_username
 
 logger = logging.getLogger(__name__)
-
-
-def _locked(lock: LockState) -> AccountLocked:
-    retry_after = max(1, int(lock.retry_after + 0.999))
-    return AccountLocked(
-        f"Too many failed logins for this {lock.scope}; try again in {retry_after} s.",
-        headers={"Retry-After": str(retry_after)},
-        retry_after=retry_after,
-    )
 
 
 async def password_login(
@@ -52,11 +48,13 @@ async def password_login(
         username = normalize_username(raw_username)
     except InvalidUsername:
         username = raw_username.strip().casefold()[:80]  # counted, never matches a user
-    lock = await rt.throttle.check(username, ip)
-    if lock is not None:
-        await audit(session, "login.locked", actor=username, ip=ip, scope=lock.scope)
+    # The attempt counts as a failure before the (slow) hash is checked, so parallel
+    # guesses cannot all pass a lock that the first failures are about to set.
+    try:
+        attempt = await reserve_password_attempt(session, rt, username, ip)
+    except AccountLocked:
         count_login("locked")
-        raise await keep_and_fail(session, _locked(lock))
+        raise
 
     users = UserRepository(session)
     user = await users.by_username(username)
@@ -72,24 +70,14 @@ async def password_login(
     else:
         verified = await rt.hasher.verify(user.password_hash, password)
     if not verified:
-        lock = await rt.throttle.record_failure(username, ip)
         reason = "bad_password" if user is not None and user.is_active else "unknown_or_inactive"
-        await audit(session, "login.failed", actor=username, ip=ip, reason=reason)
-        count_login("failed")
-        if lock is not None:
-            await audit(session, "login.locked", actor=username, ip=ip, scope=lock.scope)
-            count_lockout(lock.scope)
-            raise await keep_and_fail(session, _locked(lock))
-        raise await keep_and_fail(session, InvalidCredentials())
+        raise await _failed_login(session, rt, attempt, username, ip, reason)
     assert user is not None
-
-    if rt.hasher.needs_rehash(user.password_hash):
-        user.password_hash = await rt.hasher.hash(password)
 
     known = await users.known_ip(user.id, ip)
     decision = assess_login(
         LoginContext(
-            recent_failures=await rt.throttle.failures(username),
+            recent_failures=attempt.prior_failures,
             ip=ip,
             known_ip=bool(known),
             first_login=known is None,
@@ -108,11 +96,14 @@ async def password_login(
         reasons=decision.reasons,
     )
     if decision.decision == "deny":
+        # Answered and counted exactly as a wrong password: a different answer would tell
+        # whoever is guessing that this password is the right one.
         count_login("denied")
-        raise await keep_and_fail(
-            session, LoginDenied("This login looks too risky; contact an admin.")
-        )
-    await rt.throttle.record_success(username, ip)
+        raise await _failed_login(session, rt, attempt, username, ip, "denied_by_policy")
+    if rt.hasher.needs_rehash(user.password_hash):
+        user.password_hash = await rt.hasher.hash(password)
+    # Clears this username's password failures; its second-factor failures stay.
+    await rt.throttle.succeeded(attempt)
 
     if user.mfa_enabled:
         token = await MfaChallengeRepository(session).create(
@@ -132,6 +123,15 @@ async def password_login(
         # No second factor to ask for: allowed (so a new admin can enrol) and audited.
         await audit(session, "login.challenge_without_mfa", actor=user.username, ip=ip)
     return await complete_login(session, rt, user, ip, method="password")
+
+
+async def _failed_login(
+    session: AsyncSession, rt: AuthRuntime, attempt: Attempt, username: str, ip: str, reason: str
+) -> FlightdeckError:
+    await audit(session, "login.failed", actor=username, ip=ip, reason=reason)
+    if reason != "denied_by_policy":
+        count_login("failed")
+    return await fail_attempt(session, rt, attempt, InvalidCredentials(), actor=username, ip=ip)
 
 
 async def complete_login(
@@ -160,27 +160,43 @@ async def mfa_login(
     session: AsyncSession, rt: AuthRuntime, mfa_token: str, code: str, ip: str
 ) -> TokenPair:
     challenges = MfaChallengeRepository(session)
-    challenge = await challenges.usable(mfa_token, rt.settings.mfa_max_attempts)
-    if challenge is None:
+    claimed = await challenges.claim_attempt(mfa_token, rt.settings.mfa_max_attempts)
+    # Commit the counted attempt at once: the row lock is not held while the code is checked.
+    await session.commit()
+    if claimed is None:
         raise InvalidMfaToken()
-    user = await session.get(User, challenge.user_id)
+    user = await session.get(User, claimed.user_id)
     if user is None or not user.is_active or not user.mfa_enabled or user.totp_secret is None:
         raise InvalidMfaToken()
+    try:
+        attempt = await reserve_second_factor_attempt(session, rt, user, ip)
+    except AccountLocked:
+        count_login("locked")
+        raise
     counter = verify_totp(
         open_totp_secret(rt.box, user.id, user.totp_secret),
         code,
         last_used_counter=user.totp_last_counter,
     )
     if counter is None:
-        challenge.failed_attempts += 1
         await audit(session, "login.mfa_failed", actor=user.username, ip=ip)
         count_login("mfa_failed")
-        raise await keep_and_fail(session, InvalidMfaCode())
-    if not await challenges.spend(challenge):
+        raise await fail_attempt(session, rt, attempt, InvalidMfaCode(), actor=user.username, ip=ip)
+    if not await challenges.spend(claimed.challenge_id):  # a concurrent request spent it
+        await rt.throttle.succeeded(attempt)
         raise InvalidMfaToken()
     if not await UserRepository(session).advance_totp_counter(user, counter):
+        await audit(session, "login.mfa_failed", actor=user.username, ip=ip, reason="reused")
         count_login("mfa_failed")
-        raise await keep_and_fail(session, InvalidMfaCode("This code was already used."))
+        raise await fail_attempt(
+            session,
+            rt,
+            attempt,
+            InvalidMfaCode("This code was already used."),
+            actor=user.username,
+            ip=ip,
+        )
+    await rt.throttle.succeeded(attempt)
     return await complete_login(session, rt, user, ip, method="password+totp")
 
 

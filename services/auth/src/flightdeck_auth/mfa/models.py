@@ -21,4 +21,6 @@ class MfaChallenge(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Attempts with a code (counted before the code is checked, so the one that succeeds
+    # too); at mfa_max_attempts the challenge is spent.
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

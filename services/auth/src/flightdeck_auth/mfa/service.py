@@ -10,7 +10,7 @@ from flightdeck_auth.exceptions import (
     MfaNotEnabled,
     MfaNotPending,
 )
-from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.login.attempts import fail_attempt, reserve_second_factor_attempt
 from flightdeck_auth.metrics import count_mfa_event
 from flightdeck_auth.mfa.schemas import TotpEnrolment
 from flightdeck_auth.outbox import audit
@@ -33,27 +33,33 @@ async def start_enrolment(session: AsyncSession, rt: AuthRuntime, user: User) ->
     return TotpEnrolment(secret=secret, otpauth_uri=provisioning_uri(secret, user.username))
 
 
-async def confirm_enrolment(session: AsyncSession, rt: AuthRuntime, user: User, code: str) -> None:
+async def confirm_enrolment(
+    session: AsyncSession, rt: AuthRuntime, user: User, code: str, ip: str
+) -> None:
     if user.mfa_enabled:
         raise MfaAlreadyEnabled()
     if user.totp_secret is None:
         raise MfaNotPending()
+    # Wrong codes count like wrong codes at login (per user and address, doubling lock).
+    attempt = await reserve_second_factor_attempt(session, rt, user, ip)
     counter = verify_totp(
         open_totp_secret(rt.box, user.id, user.totp_secret), code, last_used_counter=None
     )
     if counter is None:
         await audit(session, "mfa.confirm_failed", actor=user.username, subject=str(user.id))
         count_mfa_event("confirm_failed")
-        raise await keep_and_fail(session, InvalidMfaCode())
+        raise await fail_attempt(session, rt, attempt, InvalidMfaCode(), actor=user.username, ip=ip)
+    await rt.throttle.succeeded(attempt)
     user.totp_confirmed_at = utcnow()
     user.totp_last_counter = counter
     await audit(session, "mfa.enabled", actor=user.username, subject=str(user.id))
     count_mfa_event("enabled")
 
 
-async def disable(session: AsyncSession, rt: AuthRuntime, user: User, code: str) -> None:
+async def disable(session: AsyncSession, rt: AuthRuntime, user: User, code: str, ip: str) -> None:
     if not user.mfa_enabled or user.totp_secret is None:
         raise MfaNotEnabled()
+    attempt = await reserve_second_factor_attempt(session, rt, user, ip)
     counter = verify_totp(
         open_totp_secret(rt.box, user.id, user.totp_secret),
         code,
@@ -62,7 +68,8 @@ async def disable(session: AsyncSession, rt: AuthRuntime, user: User, code: str)
     if counter is None or not await UserRepository(session).advance_totp_counter(user, counter):
         await audit(session, "mfa.disable_failed", actor=user.username, subject=str(user.id))
         count_mfa_event("disable_failed")
-        raise await keep_and_fail(session, InvalidMfaCode())
+        raise await fail_attempt(session, rt, attempt, InvalidMfaCode(), actor=user.username, ip=ip)
+    await rt.throttle.succeeded(attempt)
     user.totp_secret = None
     user.totp_confirmed_at = None
     user.totp_last_counter = None

@@ -5,6 +5,18 @@ limit the key is locked for ``base_lock_seconds``; every further failure doubles
 lock, up to ``max_lock_seconds``. A counter lives ``window_seconds`` after its last
 failure plus the current lock, so waiting out a lock does not reset the doubling.
 
+Two factors are counted apart, each per subject and per client address: passwords
+(per username) and second factors (TOTP codes, per user id). A password success
+clears the username's password failures only, never its second-factor failures.
+
+A check that takes time (argon2 hashing) reserves its attempt first: the reservation is
+refused while a lock is active, else counted as a failure at once. The reservation that
+reaches the limit sets a *provisional* lock; its failure confirms the lock, its success
+removes it (and clears the subject's counter). A reservation that meets a provisional
+lock waits (a few seconds at most) for the attempt holding it to be decided. So parallel
+guesses never verify more than the limit, however slow the check, while parallel logins
+with the right password all get through.
+
 Counters live in Redis (shared by all replicas, updated atomically by a Lua script)
 or in process memory. When Redis fails, :class:`LoginThrottle` falls back to memory
 and logs once per outage, so guessing stays bounded (per replica) instead of unlimited.
@@ -12,8 +24,8 @@ and logs once per outage, so guessing stays bounded (per replica) instead of unl
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import ipaddress
 import logging
 import math
 import time
@@ -26,9 +38,12 @@ from typing import Any, Literal, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flightdeck_common.client_addresses import address_key
+
 logger = logging.getLogger(__name__)
 
 LockScope = Literal["user", "ip"]
+Factor = Literal["password", "second_factor"]
 _T = TypeVar("_T")
 # Beyond 2**40 * base the cap has long applied; bounds the exponent for huge counts.
 _MAX_DOUBLINGS = 40
@@ -49,6 +64,21 @@ class FailureHit:
     counter_key: str
     lock_key: str
     limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class HitOutcome:
+    """What a reservation did to one counter.
+
+    Reserved: ``count`` is the counter with this attempt, ``lock_seconds`` the lock it set
+    (0: none; a refund removes it). Refused: ``count`` is 0 and ``lock_seconds`` the lock
+    that refused it (0 for a key that is not locked).
+    """
+
+    count: int
+    lock_seconds: float
+    # Refused by a lock that a pending reservation set (its attempt is not decided yet).
+    provisional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +105,23 @@ class ThrottleStore(ABC):
         """Count one failure on each hit; return (count, remaining lock seconds) per hit."""
 
     @abstractmethod
+    async def reserve(
+        self, hits: Sequence[FailureHit], policy: LockPolicy
+    ) -> tuple[bool, list[HitOutcome]]:
+        """Refuse (False) when any hit's lock is active; else count one failure on each hit,
+        setting a provisional lock where the count reaches the limit, and return True with
+        what it did per hit."""
+
+    @abstractmethod
+    async def confirm(self, hits: Sequence[FailureHit], outcomes: Sequence[HitOutcome]) -> None:
+        """The reserved attempt failed: the provisional locks it set become locks."""
+
+    @abstractmethod
+    async def refund(self, hits: Sequence[FailureHit], outcomes: Sequence[HitOutcome]) -> None:
+        """Undo a reservation: one failure less on each counter, and the provisional locks
+        it set gone."""
+
+    @abstractmethod
     async def lock_remaining(self, lock_keys: Sequence[str]) -> list[float]:
         """Remaining lock seconds for each key (0 when not locked)."""
 
@@ -91,6 +138,7 @@ class ThrottleStore(ABC):
 class _Entry:
     count: int
     expires_at: float
+    provisional: bool = False
 
 
 class MemoryThrottleStore(ThrottleStore):
@@ -144,6 +192,47 @@ class MemoryThrottleStore(ThrottleStore):
         self._prune(now)
         return results
 
+    async def reserve(
+        self, hits: Sequence[FailureHit], policy: LockPolicy
+    ) -> tuple[bool, list[HitOutcome]]:
+        now = self._clock()
+        active = [self._live(hit.lock_key, now) for hit in hits]
+        if any(entry is not None for entry in active):
+            return False, [
+                HitOutcome(0, entry.expires_at - now, entry.provisional)
+                if entry
+                else HitOutcome(0, 0.0, True)
+                for entry in active
+            ]
+        outcomes: list[HitOutcome] = []
+        for hit in hits:
+            entry = self._live(hit.counter_key, now)
+            count = (entry.count if entry else 0) + 1
+            lock = policy.lock_seconds(count, hit.limit)
+            if lock > 0:
+                self._entries[hit.lock_key] = _Entry(0, now + lock, provisional=True)
+            self._entries[hit.counter_key] = _Entry(count, now + policy.window_seconds + lock)
+            outcomes.append(HitOutcome(count, lock))
+        self._prune(now)
+        return True, outcomes
+
+    async def confirm(self, hits: Sequence[FailureHit], outcomes: Sequence[HitOutcome]) -> None:
+        now = self._clock()
+        for hit, outcome in zip(hits, outcomes, strict=True):
+            lock = self._live(hit.lock_key, now) if outcome.lock_seconds > 0 else None
+            if lock is not None:
+                lock.provisional = False
+
+    async def refund(self, hits: Sequence[FailureHit], outcomes: Sequence[HitOutcome]) -> None:
+        now = self._clock()
+        for hit, outcome in zip(hits, outcomes, strict=True):
+            entry = self._live(hit.counter_key, now)
+            if entry is not None and entry.count > 0:
+                entry.count -= 1
+            lock = self._live(hit.lock_key, now) if outcome.lock_seconds > 0 else None
+            if lock is not None and lock.provisional:
+                del self._entries[hit.lock_key]
+
     async def lock_remaining(self, lock_keys: Sequence[str]) -> list[float]:
         now = self._clock()
         remaining: list[float] = []
@@ -189,6 +278,77 @@ end
 return result
 """
 
+# KEYS and ARGV as above. A provisional lock holds 'p', a lock '1'. Returns
+# {0, lock_ms1, provisional1, lock_ms2, provisional2, ...} when a lock refuses the attempt
+# (provisional: 1 for a provisional lock or none), else {1, count1, lock_ms1, count2,
+# lock_ms2, ...} (lock_ms: the provisional lock it set).
+_RESERVE_LUA = """
+local window_ms = tonumber(ARGV[1])
+local base_ms = tonumber(ARGV[2])
+local max_ms = tonumber(ARGV[3])
+local pairs_count = #KEYS / 2
+local refused = {0}
+local locked = false
+for i = 1, pairs_count do
+  local remaining = redis.call('PTTL', KEYS[2 * i])
+  local provisional = 1
+  if remaining > 0 then
+    locked = true
+    if redis.call('GET', KEYS[2 * i]) ~= 'p' then
+      provisional = 0
+    end
+  else
+    remaining = 0
+  end
+  refused[2 * i] = remaining
+  refused[2 * i + 1] = provisional
+end
+if locked then
+  return refused
+end
+local result = {1}
+for i = 1, pairs_count do
+  local counter_key = KEYS[2 * i - 1]
+  local lock_key = KEYS[2 * i]
+  local limit = tonumber(ARGV[3 + i])
+  local count = redis.call('INCR', counter_key)
+  local lock_ms = 0
+  if count >= limit then
+    lock_ms = math.floor(math.min(base_ms * 2 ^ math.min(count - limit, 40), max_ms))
+    redis.call('SET', lock_key, 'p', 'PX', lock_ms)
+  end
+  redis.call('PEXPIRE', counter_key, window_ms + lock_ms)
+  result[2 * i] = count
+  result[2 * i + 1] = lock_ms
+end
+return result
+"""
+
+# KEYS: lock1, lock2, ... (the provisional locks a failed reservation set).
+_CONFIRM_LUA = """
+for i = 1, #KEYS do
+  local remaining = redis.call('PTTL', KEYS[i])
+  if remaining > 0 and redis.call('GET', KEYS[i]) == 'p' then
+    redis.call('SET', KEYS[i], '1', 'PX', remaining)
+  end
+end
+return 1
+"""
+
+# KEYS: counter1, lock1, ...  ARGV: 1 when the reservation set lock i, else 0.
+_REFUND_LUA = """
+for i = 1, #KEYS / 2 do
+  local counter_key = KEYS[2 * i - 1]
+  if tonumber(redis.call('GET', counter_key) or '0') > 0 then
+    redis.call('DECR', counter_key)
+  end
+  if ARGV[i] == '1' and redis.call('GET', KEYS[2 * i]) == 'p' then
+    redis.call('DEL', KEYS[2 * i])
+  end
+end
+return 1
+"""
+
 
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
@@ -201,21 +361,60 @@ class RedisThrottleStore(ThrottleStore):
         self._redis = redis
         self._prefix = prefix
         self._add_failures_script = redis.register_script(_ADD_FAILURES_LUA)
+        self._reserve_script = redis.register_script(_RESERVE_LUA)
+        self._refund_script = redis.register_script(_REFUND_LUA)
+        self._confirm_script = redis.register_script(_CONFIRM_LUA)
 
-    async def add_failures(
-        self, hits: Sequence[FailureHit], policy: LockPolicy
-    ) -> list[tuple[int, float]]:
+    def _keys(self, hits: Sequence[FailureHit]) -> list[str]:
         keys: list[str] = []
         for hit in hits:
             keys += [self._prefix + hit.counter_key, self._prefix + hit.lock_key]
-        args: list[int] = [
+        return keys
+
+    @staticmethod
+    def _args(hits: Sequence[FailureHit], policy: LockPolicy) -> list[int]:
+        return [
             _ms(policy.window_seconds),
             _ms(policy.base_lock_seconds),
             _ms(policy.max_lock_seconds),
             *(hit.limit for hit in hits),
         ]
-        raw: list[Any] = await self._add_failures_script(keys=keys, args=args)
+
+    async def add_failures(
+        self, hits: Sequence[FailureHit], policy: LockPolicy
+    ) -> list[tuple[int, float]]:
+        raw: list[Any] = await self._add_failures_script(
+            keys=self._keys(hits), args=self._args(hits, policy)
+        )
         return [(int(raw[i]), int(raw[i + 1]) / 1000) for i in range(0, len(raw), 2)]
+
+    async def reserve(
+        self, hits: Sequence[FailureHit], policy: LockPolicy
+    ) -> tuple[bool, list[HitOutcome]]:
+        raw: list[Any] = await self._reserve_script(
+            keys=self._keys(hits), args=self._args(hits, policy)
+        )
+        if int(raw[0]) == 0:
+            return False, [
+                HitOutcome(0, int(raw[i]) / 1000, int(raw[i + 1]) == 1)
+                for i in range(1, len(raw), 2)
+            ]
+        return True, [
+            HitOutcome(int(raw[i]), int(raw[i + 1]) / 1000) for i in range(1, len(raw), 2)
+        ]
+
+    async def confirm(self, hits: Sequence[FailureHit], outcomes: Sequence[HitOutcome]) -> None:
+        keys = [
+            self._prefix + hit.lock_key
+            for hit, outcome in zip(hits, outcomes, strict=True)
+            if outcome.lock_seconds > 0
+        ]
+        if keys:
+            await self._confirm_script(keys=keys, args=[])
+
+    async def refund(self, hits: Sequence[FailureHit], outcomes: Sequence[HitOutcome]) -> None:
+        args = [1 if outcome.lock_seconds > 0 else 0 for outcome in outcomes]
+        await self._refund_script(keys=self._keys(hits), args=args)
 
     async def lock_remaining(self, lock_keys: Sequence[str]) -> list[float]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -243,22 +442,40 @@ def _user_id(username: str) -> str:
 
 def _ip_id(ip: str) -> str:
     # One IPv6 client usually owns a whole /64: count it as one address.
-    try:
-        address = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        canonical = ip.strip()
-    else:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            canonical = str(address.ipv4_mapped)
-        elif isinstance(address, ipaddress.IPv6Address):
-            canonical = str(ipaddress.IPv6Network((address, 64), strict=False))
-        else:
-            canonical = str(address)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(address_key(ip).encode("utf-8")).hexdigest()[:32]
 
 
 def _retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds))
+
+
+# Key prefixes per factor (the password ones predate second factors and keep their names).
+_FACTOR_PREFIX: dict[Factor, str] = {"password": "", "second_factor": "2fa:"}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A reserved (or refused) check of one factor for one subject from one address.
+
+    ``refused`` is the lock that refused it: answer that without checking anything.
+    Otherwise the attempt already counts as a failure; :attr:`lock_if_failed` is the lock
+    to answer with when the check fails, and :meth:`LoginThrottle.succeeded` refunds it.
+    """
+
+    factor: Factor
+    hits: tuple[FailureHit, FailureHit]
+    outcomes: tuple[HitOutcome, HitOutcome]
+    refused: LockState | None
+
+    @property
+    def lock_if_failed(self) -> LockState | None:
+        user, address = self.outcomes
+        return _longest(user.lock_seconds, address.lock_seconds)
+
+    @property
+    def prior_failures(self) -> int:
+        """The subject's failures counted before this attempt."""
+        return max(0, self.outcomes[0].count - 1)
 
 
 class LoginThrottle:
@@ -279,6 +496,7 @@ class LoginThrottle:
         base_lock_seconds: float = 30,
         max_lock_seconds: float = 900,
         fallback: ThrottleStore | None = None,
+        pending_wait_seconds: float = 10.0,
     ) -> None:
         if max_failures_per_user < 1 or max_failures_per_ip < 1:
             raise ValueError("failure limits must be >= 1")
@@ -288,6 +506,8 @@ class LoginThrottle:
         self.max_failures_per_user = max_failures_per_user
         self.max_failures_per_ip = max_failures_per_ip
         self.policy = LockPolicy(window_seconds, base_lock_seconds, max_lock_seconds)
+        # How long a reservation waits for the pending attempt that holds a provisional lock.
+        self.pending_wait_seconds = pending_wait_seconds
         self._fallback = fallback or MemoryThrottleStore()
         self._degraded = False
 
@@ -307,6 +527,70 @@ class LoginThrottle:
             logger.info("login throttle storage available again")
             self._degraded = False
         return result
+
+    def _hits(self, factor: Factor, subject: str, ip: str) -> tuple[FailureHit, FailureHit]:
+        prefix = _FACTOR_PREFIX[factor]
+        user, address = _user_id(subject), _ip_id(ip)
+        return (
+            FailureHit(
+                f"{prefix}fail:user:{user}", f"{prefix}lock:user:{user}", self.max_failures_per_user
+            ),
+            FailureHit(
+                f"{prefix}fail:ip:{address}", f"{prefix}lock:ip:{address}", self.max_failures_per_ip
+            ),
+        )
+
+    async def _reserve(self, factor: Factor, subject: str, ip: str) -> Attempt:
+        hits = self._hits(factor, subject, ip)
+        deadline = time.monotonic() + self.pending_wait_seconds
+        pause = 0.02
+        while True:
+            reserved, outcomes = await self._run(lambda store: store.reserve(hits, self.policy))
+            user, address = outcomes
+            if reserved:
+                return Attempt(factor, hits, (user, address), None)
+            pending = all(outcome.provisional for outcome in outcomes)
+            if not pending or time.monotonic() + pause > deadline:
+                refused = _longest(user.lock_seconds, address.lock_seconds)
+                return Attempt(factor, hits, (user, address), refused or LockState(1, "user"))
+            # The lock waits on an attempt being checked: its outcome decides this one's.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    async def reserve_password_attempt(self, username: str, ip: str) -> Attempt:
+        """Reserve a password check for ``username`` from ``ip`` (before hashing)."""
+        return await self._reserve("password", username, ip)
+
+    async def reserve_second_factor_attempt(self, user_id: int, ip: str) -> Attempt:
+        """Reserve a second-factor check (a TOTP code) for the user ``user_id`` from ``ip``."""
+        return await self._reserve("second_factor", f"#{user_id}", ip)
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        """The check passed: forget the subject's failures of this factor (and its lock),
+        and give the address back the failure the reservation counted."""
+        if attempt.refused is not None:
+            return
+        user_hit, address_hit = attempt.hits
+        await self._run(lambda store: store.clear(user_hit.counter_key, user_hit.lock_key))
+        await self._run(lambda store: store.refund([address_hit], [attempt.outcomes[1]]))
+
+    async def failed(self, attempt: Attempt) -> None:
+        """The check failed: the reservation stays counted and its locks take effect."""
+        if attempt.refused is None:
+            await self._run(lambda store: store.confirm(attempt.hits, attempt.outcomes))
+
+    async def record_second_factor_failure(self, user_id: int, ip: str) -> LockState | None:
+        """Count a wrong second factor checked without a reservation; the lock now in force."""
+        hits = self._hits("second_factor", f"#{user_id}", ip)
+        (_, user_lock), (_, ip_lock) = await self._run(
+            lambda store: store.add_failures(hits, self.policy)
+        )
+        return _longest(user_lock, ip_lock)
+
+    async def second_factor_failures(self, user_id: int) -> int:
+        """Wrong second factors counted for the user ``user_id`` in the current window."""
+        counter = self._hits("second_factor", f"#{user_id}", "")[0].counter_key
+        return await self._run(lambda store: store.count(counter))
 
     async def check(self, username: str, ip: str) -> LockState | None:
         """The active lock on this username or IP (the longer one), or None."""

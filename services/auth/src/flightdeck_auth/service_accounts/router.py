@@ -70,7 +70,8 @@ def _read(account: ServiceAccount) -> ServiceAccountRead:
     response_model=ServiceAccountCreated,
     status_code=status.HTTP_201_CREATED,
     summary="Create a service account (admins)",
-    responses=problem_responses(ServiceAccountExists),
+    dependencies=[Depends(rate_limit("default"))],
+    responses=problem_responses(ServiceAccountExists, RateLimited),
 )
 async def create_service_account(
     body: ServiceAccountCreate, admin: AdminUser, session: SessionDep, rt: RuntimeDep
@@ -93,7 +94,8 @@ async def create_service_account(
     "/service-accounts",
     response_model=Page[ServiceAccountRead],
     summary="List service accounts (admins)",
-    responses=problem_responses(InvalidCursor),
+    dependencies=[Depends(rate_limit("default"))],
+    responses=problem_responses(InvalidCursor, RateLimited),
 )
 async def list_service_accounts(
     admin: AdminUser,
@@ -110,7 +112,8 @@ async def list_service_accounts(
     "/service-accounts/{client_id}",
     response_model=ServiceAccountRead,
     summary="Deactivate a service account (admins)",
-    responses=problem_responses(ServiceAccountNotFound),
+    dependencies=[Depends(rate_limit("default"))],
+    responses=problem_responses(ServiceAccountNotFound, RateLimited),
 )
 async def deactivate_service_account(
     client_id: Annotated[str, Path(max_length=64)], admin: AdminUser, session: SessionDep

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from flightdeck_auth.users.models import User, UserLoginIp
 from flightdeck_common.db import utcnow
 from flightdeck_common.repository import RepositoryBase
+from flightdeck_common.upsert import insert_for
 
 
 class UserRepository(RepositoryBase[User]):
@@ -86,14 +87,16 @@ class UserRepository(RepositoryBase[User]):
         return None if any_ip is None else False
 
     async def remember_ip(self, user_id: int, ip: str) -> None:
-        row = await self.session.scalar(
-            select(UserLoginIp).where(UserLoginIp.user_id == user_id, UserLoginIp.ip == ip)
+        # One statement: parallel first logins from one address end with one row (a
+        # read-then-insert let all but one fail on the unique constraint).
+        now = utcnow()
+        await self.session.execute(
+            insert_for(self.session, UserLoginIp)
+            .values(user_id=user_id, ip=ip, first_seen_at=now, last_seen_at=now)
+            .on_conflict_do_update(
+                index_elements=[UserLoginIp.user_id, UserLoginIp.ip], set_={"last_seen_at": now}
+            )
         )
-        if row is None:
-            self.session.add(UserLoginIp(user_id=user_id, ip=ip))
-        else:
-            row.last_seen_at = utcnow()
-        await self.session.flush()
 
     async def advance_totp_counter(self, user: User, counter: int) -> bool:
         """Record an accepted TOTP time step unless a concurrent request used it first."""

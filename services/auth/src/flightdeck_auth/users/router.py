@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
-from flightdeck_auth.dependencies import CurrentUserRow, SessionDep
+from flightdeck_auth.dependencies import ClientIp, CurrentUserRow, SessionDep
 from flightdeck_auth.exceptions import (
+    AccountLocked,
     InvalidCredentials,
     InvalidMfaCode,
     MfaAlreadyEnabled,
@@ -19,13 +20,21 @@ from flightdeck_auth.security.approval_keys import InvalidApprovalKey
 from flightdeck_auth.users import service
 from flightdeck_auth.users.schemas import ApprovalKeyUpdate, PasswordChange, UserRead, user_read
 from flightdeck_common.auth.errors import InvalidToken, TokenRevoked
-from flightdeck_common.errors import FlightdeckError, Unauthorized, problem_responses
+from flightdeck_common.errors import FlightdeckError, RateLimited, Unauthorized, problem_responses
 from flightdeck_common.passwords import WeakPassword
+from flightdeck_common.rate_limit import rate_limit
 
-router = APIRouter(prefix="/auth/me", tags=["me"])
+# Every route here is under the default limit per client address (rate_limit_default).
+router = APIRouter(prefix="/auth/me", tags=["me"], dependencies=[Depends(rate_limit("default"))])
 
-# A missing, invalid or revoked token, or an account deactivated since it was issued.
-SIGNED_IN_ERRORS: tuple[type[FlightdeckError], ...] = (InvalidToken, TokenRevoked, Unauthorized)
+# A missing, invalid or revoked token, or an account deactivated since it was issued; or
+# too many requests from this address.
+SIGNED_IN_ERRORS: tuple[type[FlightdeckError], ...] = (
+    InvalidToken,
+    TokenRevoked,
+    Unauthorized,
+    RateLimited,
+)
 
 
 @router.get(
@@ -43,13 +52,16 @@ async def read_me(user: CurrentUserRow) -> UserRead:
     "/password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change my password",
-    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidCredentials, WeakPassword),
+    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidCredentials, AccountLocked, WeakPassword),
 )
 async def change_my_password(
-    body: PasswordChange, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
+    body: PasswordChange, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep, ip: ClientIp
 ) -> None:
-    """Change the password; every other session ends."""
-    await service.change_password(session, rt, user, body.current_password, body.new_password)
+    """Change the password; every other session ends.
+
+    A wrong current password counts as a failed login of this user (the same lock, 423).
+    """
+    await service.change_password(session, rt, user, body.current_password, body.new_password, ip)
 
 
 @router.post(
@@ -71,14 +83,17 @@ async def start_totp_enrolment(
     response_model=UserRead,
     summary="Confirm TOTP enrolment with a code",
     responses=problem_responses(
-        *SIGNED_IN_ERRORS, InvalidMfaCode, MfaAlreadyEnabled, MfaNotPending
+        *SIGNED_IN_ERRORS, InvalidMfaCode, AccountLocked, MfaAlreadyEnabled, MfaNotPending
     ),
 )
 async def confirm_totp_enrolment(
-    body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
+    body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep, ip: ClientIp
 ) -> UserRead:
-    """Activate TOTP with a current code (log in again to get unrestricted tokens)."""
-    await mfa.confirm_enrolment(session, rt, user, body.code)
+    """Activate TOTP with a current code (log in again to get unrestricted tokens).
+
+    Wrong codes count as wrong second factors of this user (the login's lock, 423).
+    """
+    await mfa.confirm_enrolment(session, rt, user, body.code, ip)
     return user_read(user)
 
 
@@ -86,13 +101,16 @@ async def confirm_totp_enrolment(
     "/mfa/totp",
     response_model=UserRead,
     summary="Turn TOTP off",
-    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidMfaCode, MfaNotEnabled),
+    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidMfaCode, AccountLocked, MfaNotEnabled),
 )
 async def disable_totp(
-    body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep
+    body: TotpCode, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep, ip: ClientIp
 ) -> UserRead:
-    """Turn TOTP off; needs a current code."""
-    await mfa.disable(session, rt, user, body.code)
+    """Turn TOTP off; needs a current code.
+
+    Wrong codes count as wrong second factors of this user (the login's lock, 423).
+    """
+    await mfa.disable(session, rt, user, body.code, ip)
     return user_read(user)
 
 

@@ -9,8 +9,7 @@ import secrets
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flightdeck_auth.exceptions import InvalidCredentials
-from flightdeck_auth.failures import keep_and_fail
+from flightdeck_auth.login.attempts import check_current_password
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
 from flightdeck_auth.security.approval_keys import parse_approval_key
@@ -105,13 +104,13 @@ async def bootstrap_admin(session: AsyncSession, rt: AuthRuntime) -> str | None:
 
 
 async def change_password(
-    session: AsyncSession, rt: AuthRuntime, user: User, current: str, new: str
+    session: AsyncSession, rt: AuthRuntime, user: User, current: str, new: str, ip: str
 ) -> None:
-    if not await rt.hasher.verify(user.password_hash, current):
-        await audit(
-            session, "user.password_change_failed", actor=user.username, subject=str(user.id)
-        )
-        raise await keep_and_fail(session, InvalidCredentials("The current password is wrong."))
+    # A wrong current password counts as a failed login of this user (a stolen token
+    # guesses no faster than the login form).
+    await check_current_password(
+        session, rt, user, current, ip, failed_event="user.password_change_failed"
+    )
     check_password_policy(new, username=user.username)
     user.password_hash = await rt.hasher.hash(new)
     # Other sessions end: a changed password is often a response to a leak.
