@@ -548,8 +548,8 @@ async def test_provisioning_one_shot_creates_accounts_that_get_service_tokens(
     assert await load_provisioning_script().provision(settings) == ["pipeline", "admin"]
 
     needed = {
-        "pipeline": ["flightdeck:auth-internal", "flightdeck:admin-internal"],
-        "admin": ["flightdeck:auth-internal"],
+        "pipeline": ["flightdeck:auth-revocations", "flightdeck:admin-internal"],
+        "admin": ["flightdeck:auth-revocations", "flightdeck:auth-users"],
     }
     async with running_app(create_auth_app(settings)) as client:
         for client_id, secret, _ in accounts:
@@ -583,7 +583,7 @@ def test_provisioning_refuses_weak_secrets(
         "ENVIRONMENT": "production",
         "FLIGHTDECK_AUTH_SECRET_KEY": secrets.token_hex(32),
         "FLIGHTDECK_AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-        "FLIGHTDECK_AUTH_BOOTSTRAP_SERVICE_ACCOUNTS": "pipeline:changeme:flightdeck:auth-internal",
+        "FLIGHTDECK_AUTH_BOOTSTRAP_SERVICE_ACCOUNTS": "pipeline:changeme:flightdeck:auth-revocations",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

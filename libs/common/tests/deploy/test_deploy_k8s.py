@@ -639,8 +639,8 @@ def test_development_service_accounts_match_the_clients() -> None:
         )
     }
     needed = {
-        "pipeline": {"flightdeck:auth-internal", "flightdeck:admin-internal"},
-        "admin": {"flightdeck:auth-internal"},
+        "pipeline": {"flightdeck:auth-revocations", "flightdeck:admin-internal"},
+        "admin": {"flightdeck:auth-revocations", "flightdeck:auth-users"},
     }
     for service, audiences in needed.items():
         env = environment(rendered, app_container(rendered.get("Deployment", service)))
