@@ -564,6 +564,20 @@ async def test_provisioning_one_shot_creates_accounts_that_get_service_tokens(
                     },
                 )
                 assert response.status_code == 200, (client_id, audience, response.text)
+        # The pipeline holds the revocation feed, never user administration.
+        pipeline_secret = next(
+            secret for client_id, secret, _ in accounts if client_id == "pipeline"
+        )
+        administer = await client.post(
+            "/auth/service-token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "pipeline",
+                "client_secret": pipeline_secret,
+                "scope": "flightdeck:auth-users",
+            },
+        )
+        assert administer.status_code == 400, administer.text
         wrong = await client.post(
             "/auth/service-token",
             data={

@@ -648,6 +648,8 @@ def test_development_service_accounts_match_the_clients() -> None:
         secret, granted = accounts[client]
         assert env[f"{env_prefix(service)}SERVICE_CLIENT_SECRET"][0] == secret
         assert audiences <= granted
+        if service == "pipeline":  # only what it calls: never user administration
+            assert "flightdeck:auth-users" not in granted
 
 
 # --------------------------------------------------------------------------- ingress

@@ -15,7 +15,7 @@ from flightdeck_auth.exceptions import (
     UnsupportedGrantType,
 )
 from flightdeck_auth.runtime import RuntimeDep
-from flightdeck_auth.security.step_up import STEP_UP_ERRORS, require_step_up
+from flightdeck_auth.security.step_up import STEP_UP_ERRORS
 from flightdeck_auth.service_accounts import service
 from flightdeck_auth.service_accounts.models import ServiceAccount
 from flightdeck_auth.service_accounts.schemas import (
@@ -84,14 +84,6 @@ async def create_service_account(
     current password and a TOTP code). The answer holds the client secret, shown this
     once; exchange it at `POST /auth/service-token`. Audited as
     `auth.service_account.created`."""
-    await require_step_up(
-        session,
-        rt,
-        await current_user_row(admin, session),
-        body,
-        ip=ip,
-        purpose="creating a service account",
-    )
     account, secret = await service.create_service_account(
         session,
         rt,
@@ -99,6 +91,7 @@ async def create_service_account(
         list(body.audiences),
         description=body.description,
         actor=admin.actor_name,
+        step_up=(await current_user_row(admin, session), body, ip),
     )
     return ServiceAccountCreated(**_read(account).model_dump(), client_secret=secret)
 
