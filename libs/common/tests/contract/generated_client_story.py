@@ -158,9 +158,9 @@ class Story:
         self._last = now
         print(f"[{now - self.started:6.2f}s] {name}", file=sys.stderr, flush=True)
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self, base_url: str | None = None) -> dict[str, Any]:
         return {
-            "base_url": self.base_url,
+            "base_url": base_url or self.base_url,
             "timeout": httpx.Timeout(15.0),
             # An undocumented status code raises errors.UnexpectedStatus: the schema is exact.
             "raise_on_unexpected_status": True,
@@ -172,6 +172,11 @@ class Story:
 
     def bearer(self, package: Any, token: str) -> Any:
         return package.AuthenticatedClient(token=token, **self._options())
+
+    def internal(self, token: str) -> Any:
+        """A client of auth's internal API, where the services reach it (not the ingress)."""
+        url = self.config.get("auth_internal_url") or self.base_url
+        return flightdeck_auth_client.AuthenticatedClient(token=token, **self._options(url))
 
     # -- the story ----------------------------------------------------------------------
 
@@ -253,7 +258,7 @@ class Story:
             200,
             ServiceToken,
         )
-        service = self.bearer(flightdeck_auth_client, token.access_token)
+        service = self.internal(token.access_token)
         wrong = create_service_token.sync_detailed(
             client=auth,
             body=BodyCreateServiceToken(
