@@ -40,7 +40,7 @@ async def test_production_bootstrap_through_the_cli(
         "create-service-account",
         "admin",
         "--audience",
-        "flightdeck:auth-internal",
+        "flightdeck:auth-users",
         env=env,
         cwd=tmp_path,
     )

@@ -40,8 +40,8 @@ def generate(directory: Path = SECRETS_DIR) -> list[Path]:
             "FLIGHTDECK_AUTH_DATABASE_URL": db_url("auth"),
             "FLIGHTDECK_AUTH_SECRET_KEY": _token(),
             "FLIGHTDECK_AUTH_BOOTSTRAP_SERVICE_ACCOUNTS": (
-                f"pipeline:{pipeline_client}:flightdeck:auth-internal flightdeck:admin-internal,"
-                f"admin:{admin_client}:flightdeck:auth-internal"
+                f"pipeline:{pipeline_client}:flightdeck:auth-revocations flightdeck:admin-internal,"
+                f"admin:{admin_client}:flightdeck:auth-revocations flightdeck:auth-users"
             ),
         },
         "pipeline": {

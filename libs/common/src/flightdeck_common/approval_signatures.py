@@ -8,7 +8,7 @@ the raw 64 bytes (``openssl pkeyutl -sign -rawin``).
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,6 +21,20 @@ RSA_MAX_EXPONENT_BITS = 32
 ED25519_SIGNATURE_BYTES = 64
 
 ApprovalPublicKey: TypeAlias = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+Decision = Literal["approve", "reject"]
+
+
+def approval_message(
+    request_id: int, decision: Decision, role: str | None, username: str, signed_at: str
+) -> bytes:
+    """The exact bytes a reviewer signs for a registration decision, in UTF-8:
+    ``"{id}:{decision}:{role}:{username}:{signed_at}"``. A rejection gives no role, so
+    its role field is empty (``"18:reject::alice:2026-11-25T10:16:30+00:00"``).
+
+    Admin checks it before deciding; auth checks it again before creating an admin from
+    the approval, so the role and the username are covered by the reviewer's key.
+    """
+    return f"{request_id}:{decision}:{role or ''}:{username}:{signed_at}".encode()
 
 
 def load_approval_public_key(pem: str | bytes) -> ApprovalPublicKey | None:

@@ -94,6 +94,9 @@ class CommonSettings(BaseSettings):
     service_name: ClassVar[str] = "service"
     public_prefix: ClassVar[str] = "/service"
     required_secrets: ClassVar[tuple[str, ...]] = ()
+    # The audiences of auth's internal API this service asks its service token for: only
+    # what it calls (the revocation feed; admin adds user administration).
+    auth_audiences: ClassVar[tuple[str, ...]] = ("flightdeck:auth-revocations",)
 
     environment: Environment = Field(
         Environment.DEVELOPMENT, validation_alias=_shared("ENVIRONMENT")

@@ -6,7 +6,7 @@ once here (admin maps auth's problem ``code`` back to these classes).
 
 from __future__ import annotations
 
-from flightdeck_common.errors import Conflict, NotFound
+from flightdeck_common.errors import Conflict, FlightdeckError, Forbidden, NotFound
 
 
 class UserNotFound(NotFound):
@@ -29,9 +29,21 @@ class ApprovalKeyNotFound(NotFound):
     title = "The user has no approval key"
 
 
-USER_DIRECTORY_PROBLEMS: tuple[type[NotFound | Conflict], ...] = (
+class SignedApprovalRequired(Forbidden):
+    code = "signed_approval_required"
+    title = "Creating an admin needs the signed approval it comes from"
+
+
+class InvalidSignedApproval(Forbidden):
+    code = "invalid_signed_approval"
+    title = "The signed approval does not hold"
+
+
+USER_DIRECTORY_PROBLEMS: tuple[type[FlightdeckError], ...] = (
     UserNotFound,
     UsernameTaken,
     LastAdmin,
     ApprovalKeyNotFound,
+    SignedApprovalRequired,
+    InvalidSignedApproval,
 )

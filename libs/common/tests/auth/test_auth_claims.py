@@ -55,7 +55,7 @@ def test_service_claims_have_no_role_and_expose_the_client_id() -> None:
         jti="j",
         iat=1_700_000_000,
         exp=1_700_000_900,
-        aud=("flightdeck:auth-internal",),
+        aud=("flightdeck:auth-revocations",),
         token_use=TokenUse.SERVICE,
     )
     assert claims.client_id == "admin"

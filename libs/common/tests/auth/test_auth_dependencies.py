@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from flightdeck_common.auth import (
     ADMIN_INTERNAL_AUDIENCE,
-    AUTH_INTERNAL_AUDIENCE,
+    AUTH_REVOCATIONS_AUDIENCE,
     USER_AUTH_RESPONSES,
     AdminUser,
     AuthContext,
@@ -201,12 +201,12 @@ async def test_service_token_is_refused_on_user_routes(
 async def test_service_routes_take_service_tokens_for_their_audience(
     client: httpx.AsyncClient, minter: TokenMinter
 ) -> None:
-    right = minter.service_token("pipeline", [AUTH_INTERNAL_AUDIENCE, ADMIN_INTERNAL_AUDIENCE])
+    right = minter.service_token("pipeline", [AUTH_REVOCATIONS_AUDIENCE, ADMIN_INTERNAL_AUDIENCE])
     response = await client.post("/internal/events", headers=_bearer(right))
     assert response.status_code == 200
     assert response.json() == {"client_id": "pipeline"}
 
-    wrong = minter.service_token("pipeline", [AUTH_INTERNAL_AUDIENCE])
+    wrong = minter.service_token("pipeline", [AUTH_REVOCATIONS_AUDIENCE])
     response = await client.post("/internal/events", headers=_bearer(wrong))
     _assert_problem(response, 401, "invalid_token")
 

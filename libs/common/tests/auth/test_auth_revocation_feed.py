@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from flightdeck_common.auth import (
-    AUTH_INTERNAL_AUDIENCE,
+    AUTH_REVOCATIONS_AUDIENCE,
     REVOCATION_FEED_PATH,
     SERVICE_TOKEN_PATH,
     USER_AUDIENCE,
@@ -58,7 +58,7 @@ def _claims(jti: str = "x", sub: str = "1", iat: float | None = None) -> TokenCl
 
 def _follower(fake_auth: Any, clock: Any = None, **options: Any) -> RevocationFeedFollower:
     provider = ServiceTokenProvider(
-        SERVICE_TOKEN_PATH, "pipeline", "s3cret", [AUTH_INTERNAL_AUDIENCE], fake_auth.http
+        SERVICE_TOKEN_PATH, "pipeline", "s3cret", [AUTH_REVOCATIONS_AUDIENCE], fake_auth.http
     )
     if clock is not None:
         options["clock"] = clock
@@ -80,7 +80,7 @@ async def test_sync_applies_entries_and_follows_the_cursor(fake_auth: Any) -> No
     assert fake_auth.feed_requests[0]["after"] == 0
     assert fake_auth.feed_requests[0]["limit"] == 500
     assert fake_auth.feed_requests[0]["auth"] == "Bearer service-token-1"
-    assert fake_auth.token_requests[0]["scope"] == AUTH_INTERNAL_AUDIENCE
+    assert fake_auth.token_requests[0]["scope"] == AUTH_REVOCATIONS_AUDIENCE
 
     fake_auth.revocations.append(_entry(5, jti="j5"))
     assert await follower.sync_once() == 1

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from flightdeck_common.auth import (
     ADMIN_INTERNAL_AUDIENCE,
-    AUTH_INTERNAL_AUDIENCE,
+    AUTH_REVOCATIONS_AUDIENCE,
     SERVICE_TOKEN_PATH,
     AuthUnavailable,
     ServiceCredentialsRejected,
@@ -25,7 +25,7 @@ def _provider(fake_auth: Any, clock: Any, **options: Any) -> ServiceTokenProvide
         SERVICE_TOKEN_PATH,
         "pipeline",
         SecretStr(SECRET),
-        [AUTH_INTERNAL_AUDIENCE, ADMIN_INTERNAL_AUDIENCE],
+        [AUTH_REVOCATIONS_AUDIENCE, ADMIN_INTERNAL_AUDIENCE],
         fake_auth.http,
         clock=clock,
         **options,
@@ -43,7 +43,7 @@ async def test_requests_a_client_credentials_token_and_caches_it(
             "grant_type": "client_credentials",
             "client_id": "pipeline",
             "client_secret": SECRET,
-            "scope": f"{AUTH_INTERNAL_AUDIENCE} {ADMIN_INTERNAL_AUDIENCE}",
+            "scope": f"{AUTH_REVOCATIONS_AUDIENCE} {ADMIN_INTERNAL_AUDIENCE}",
         }
     ]
 

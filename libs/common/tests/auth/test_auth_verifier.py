@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from flightdeck_common.auth import (
-    AUTH_INTERNAL_AUDIENCE,
+    AUTH_REVOCATIONS_AUDIENCE,
     USER_AUDIENCE,
     InvalidToken,
     MemoryRevocations,
@@ -75,13 +75,15 @@ async def test_valid_user_token_yields_its_claims(
 async def test_valid_service_token_with_several_audiences(
     verifier: TokenVerifier, minter: TokenMinter
 ) -> None:
-    token = minter.service_token("pipeline", ["flightdeck:admin-internal", AUTH_INTERNAL_AUDIENCE])
-    claims = await verifier.verify(token, AUTH_INTERNAL_AUDIENCE)
+    token = minter.service_token(
+        "pipeline", ["flightdeck:admin-internal", AUTH_REVOCATIONS_AUDIENCE]
+    )
+    claims = await verifier.verify(token, AUTH_REVOCATIONS_AUDIENCE)
     assert claims.is_service
     assert claims.client_id == "pipeline"
     assert claims.user_id is None
     assert claims.role is None
-    assert claims.aud == ("flightdeck:admin-internal", AUTH_INTERNAL_AUDIENCE)
+    assert claims.aud == ("flightdeck:admin-internal", AUTH_REVOCATIONS_AUDIENCE)
 
 
 async def test_expired_token_refused(verifier: TokenVerifier, minter: TokenMinter) -> None:
@@ -162,10 +164,10 @@ async def test_other_algorithms_refused_before_any_key_lookup(
 
 async def test_wrong_audience_refused(verifier: TokenVerifier, minter: TokenMinter) -> None:
     user_token = minter.user_token()
-    detail = await _refused(verifier, user_token, AUTH_INTERNAL_AUDIENCE)
+    detail = await _refused(verifier, user_token, AUTH_REVOCATIONS_AUDIENCE)
     assert detail == "Token not valid for this audience."
     service_token = minter.service_token(audiences=["flightdeck:admin-internal"])
-    await _refused(verifier, service_token, AUTH_INTERNAL_AUDIENCE)
+    await _refused(verifier, service_token, AUTH_REVOCATIONS_AUDIENCE)
 
 
 async def test_wrong_issuer_refused(key_source: Any, minter: TokenMinter) -> None:
@@ -218,12 +220,12 @@ async def test_malformed_claims_refused(
 async def test_service_token_must_name_a_service_subject(
     verifier: TokenVerifier, minter: TokenMinter
 ) -> None:
-    claims = minter.claims(sub="7", audience=[AUTH_INTERNAL_AUDIENCE], token_use="service")
-    await _refused(verifier, minter.sign(claims), AUTH_INTERNAL_AUDIENCE)
+    claims = minter.claims(sub="7", audience=[AUTH_REVOCATIONS_AUDIENCE], token_use="service")
+    await _refused(verifier, minter.sign(claims), AUTH_REVOCATIONS_AUDIENCE)
     with_role = minter.claims(
-        sub="svc:x", audience=[AUTH_INTERNAL_AUDIENCE], token_use="service", role="admin"
+        sub="svc:x", audience=[AUTH_REVOCATIONS_AUDIENCE], token_use="service", role="admin"
     )
-    await _refused(verifier, minter.sign(with_role), AUTH_INTERNAL_AUDIENCE)
+    await _refused(verifier, minter.sign(with_role), AUTH_REVOCATIONS_AUDIENCE)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +300,7 @@ async def test_verified_token_is_not_checked_again(
     assert await verifier.verify(token, USER_AUDIENCE) is first
     # Another audience is another verification (and is refused).
     monkeypatch.undo()
-    await _refused(verifier, token, AUTH_INTERNAL_AUDIENCE)
+    await _refused(verifier, token, AUTH_REVOCATIONS_AUDIENCE)
 
 
 async def test_verified_token_refused_once_its_key_is_withdrawn(minter: TokenMinter) -> None:

@@ -158,9 +158,9 @@ class Story:
         self._last = now
         print(f"[{now - self.started:6.2f}s] {name}", file=sys.stderr, flush=True)
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self, base_url: str | None = None) -> dict[str, Any]:
         return {
-            "base_url": self.base_url,
+            "base_url": base_url or self.base_url,
             "timeout": httpx.Timeout(15.0),
             # An undocumented status code raises errors.UnexpectedStatus: the schema is exact.
             "raise_on_unexpected_status": True,
@@ -172,6 +172,11 @@ class Story:
 
     def bearer(self, package: Any, token: str) -> Any:
         return package.AuthenticatedClient(token=token, **self._options())
+
+    def internal(self, token: str) -> Any:
+        """A client of auth's internal API, where the services reach it (not the ingress)."""
+        url = self.config.get("auth_internal_url") or self.base_url
+        return flightdeck_auth_client.AuthenticatedClient(token=token, **self._options(url))
 
     # -- the story ----------------------------------------------------------------------
 
@@ -189,6 +194,15 @@ class Story:
         self.summary["total_seconds"] = round(time.monotonic() - self.started, 3)
         return self.summary
 
+    def fresh_totp_code(self) -> str:
+        """The bootstrap admin's next unused TOTP code (a code is accepted once, within a
+        step of the clock): waits for the next 30 s step when the current one is spent."""
+        step = self.last_totp_step + 1
+        while step > int(time.time() // 30) + 1:
+            time.sleep(0.5)
+        self.last_totp_step = step
+        return str(self.totp.at(step * 30))
+
     def bootstrap_admin_creates_a_service_account(self) -> None:
         """Over HTTP, as an admin with MFA: the secret is in the answer, once."""
         self.service_client_id = f"story-bot-{self.tag}"
@@ -197,8 +211,10 @@ class Story:
                 client=self.reviewer_auth,
                 body=ServiceAccountCreate(
                     client_id=self.service_client_id,
-                    audiences=[ServiceAccountCreateAudiencesItem.FLIGHTDECKAUTH_INTERNAL],
+                    audiences=[ServiceAccountCreateAudiencesItem.FLIGHTDECKAUTH_USERS],
                     description="generated client story",
+                    current_password=self.config["bootstrap_admin"][1],
+                    totp_code=self.fresh_totp_code(),
                 ),
             ),
             201,
@@ -206,11 +222,14 @@ class Story:
         )
         check(created.is_active and len(created.client_secret) >= 40, "created", created)
         self.service_client_secret = created.client_secret
+        # A taken id is refused before the step-up is checked (no code is spent on it).
         again = create_service_account.sync_detailed(
             client=self.reviewer_auth,
             body=ServiceAccountCreate(
                 client_id=self.service_client_id,
-                audiences=[ServiceAccountCreateAudiencesItem.FLIGHTDECKAUTH_INTERNAL],
+                audiences=[ServiceAccountCreateAudiencesItem.FLIGHTDECKAUTH_USERS],
+                current_password=self.config["bootstrap_admin"][1],
+                totp_code="000000",
             ),
         )
         check(expect(again, 409, AuthProblem).code == "service_account_exists", "409", again)
@@ -239,10 +258,7 @@ class Story:
             200,
             ServiceToken,
         )
-        service = flightdeck_auth_client.AuthenticatedClient(
-            token=token.access_token,
-            **{**self._options(), "base_url": self.config["auth_internal_url"]},
-        )
+        service = self.internal(token.access_token)
         wrong = create_service_token.sync_detailed(
             client=auth,
             body=BodyCreateServiceToken(
@@ -252,9 +268,21 @@ class Story:
         expect(wrong, 401, AuthProblem)
 
         hasher = PasswordHasher()
+        # A service token alone cannot make an admin: that needs a signed approval.
+        refused = create_internal_user.sync_detailed(
+            client=service,
+            body=InternalUserCreate(
+                username=f"story-admin-{self.tag}",
+                password_hash=asyncio.run(hasher.hash(f"story-passphrase-{self.tag}-x")),
+                role=Role.ADMIN,
+                actor="generated-client-story",
+            ),
+        )
+        problem = expect(refused, 403, AuthProblem)
+        check(problem.code == "signed_approval_required", "admin refused", problem.to_dict())
         self.users: dict[str, tuple[str, str, int]] = {}
-        for role in (Role.ADMIN, Role.VIEWER):
-            username = f"story-{role.value}-{self.tag}"
+        for role in (Role.OPERATOR, Role.VIEWER):
+            username = f"story-made-{role.value}-{self.tag}"
             password = f"story-passphrase-{secrets.token_urlsafe(12)}"
             body = InternalUserCreate(
                 username=username,
@@ -270,7 +298,7 @@ class Story:
             again = create_internal_user.sync_detailed(client=service, body=body)
             check(expect(again, 200, UserRead).id == created.id, "idempotent create", again)
             self.users[role.value] = (username, password, created.id)
-        self.step("service account creates an admin and a viewer")
+        self.step("service account creates an operator and a viewer, not an admin")
 
     def bootstrap_admin_logs_in_with_mfa(self) -> None:
         """The bootstrap admin of a fresh stack logs in, enrols TOTP, logs in again with a
@@ -283,9 +311,11 @@ class Story:
         enrolment = expect(start_totp_enrolment.sync_detailed(client=enrolling), 201, TotpEnrolment)
         check(enrolment.otpauth_uri.startswith("otpauth://totp/"), "otpauth uri", enrolment)
         totp = pyotp.TOTP(enrolment.secret)
+        self.totp = totp
         confirmed_at = time.time()
+        # The previous step's code confirms, so the current and the next stay fresh.
         confirmed = confirm_totp_enrolment.sync_detailed(
-            client=enrolling, body=TotpCode(code=totp.at(confirmed_at))
+            client=enrolling, body=TotpCode(code=totp.at(confirmed_at - 30))
         )
         check(expect(confirmed, 200, UserRead).mfa_enabled, "mfa enabled", confirmed)
 
@@ -296,11 +326,12 @@ class Story:
             client=auth, body=MfaLoginRequest(mfa_token=mfa_token, code="000000")
         )
         expect(wrong, 401, AuthProblem)
-        # The next step's code: the one used to confirm is spent (no replay).
+        # The current step's code: the one used to confirm is spent (no replay).
+        self.last_totp_step = int(confirmed_at // 30)
         pair = expect(
             login_mfa.sync_detailed(
                 client=auth,
-                body=MfaLoginRequest(mfa_token=mfa_token, code=totp.at(confirmed_at + 30)),
+                body=MfaLoginRequest(mfa_token=mfa_token, code=totp.at(confirmed_at)),
             ),
             200,
             TokenPair,
@@ -317,7 +348,12 @@ class Story:
         )
         keyed = expect(
             set_my_approval_key.sync_detailed(
-                client=self.reviewer_auth, body=ApprovalKeyUpdate(public_key_pem=pem.decode())
+                client=self.reviewer_auth,
+                body=ApprovalKeyUpdate(
+                    public_key_pem=pem.decode(),
+                    current_password=password,
+                    totp_code=self.fresh_totp_code(),
+                ),
             ),
             200,
             UserRead,
@@ -371,7 +407,9 @@ class Story:
 
         signed_at = datetime.now(UTC).isoformat()
         signature = self.approval_key.sign(
-            f"{filed.id}:approve:{signed_at}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            f"{filed.id}:approve:operator:{username}:{signed_at}".encode(),
+            padding.PKCS1v15(),
+            hashes.SHA256(),
         )
         decision = ApprovalDecision(
             signed_at=signed_at,

@@ -58,7 +58,7 @@ def test_the_generated_clients_tell_the_whole_story(story_stack: Stack, tmp_path
     extra_env = story_stack.config.extra_env
     story_input: dict[str, Any] = {
         "ingress_url": story_stack.ingress_url,
-        # auth's internal API is not routed by the ingress: called where admin calls it.
+        # Internal APIs answer 404 at the ingress: the story calls them where services do.
         "auth_internal_url": story_stack.service_call_url("auth"),
         "bootstrap_admin": [
             extra_env.get("FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_USERNAME", "admin"),

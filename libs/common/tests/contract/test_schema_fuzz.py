@@ -229,12 +229,21 @@ class FuzzIdentities:
             json={
                 "username": username,
                 "password_hash": asyncio.run(self.hasher.hash(password)),
-                "role": role,
+                # An admin only from a signed approval: made a viewer, then promoted.
+                "role": "viewer" if role == "admin" else role,
             },
             headers=self.service("admin"),
         )
         assert created.status_code == 201, created.text
-        return username, password, int(created.json()["id"])
+        user_id = int(created.json()["id"])
+        if role == "admin":
+            promoted = self.http.patch(
+                f"{self.stack.service_call_url('auth')}/auth/internal/users/{user_id}",
+                json={"role": "admin"},
+                headers=self.service("admin"),
+            )
+            assert promoted.status_code == 200, promoted.text
+        return username, password, user_id
 
     def _login(self, username: str, password: str) -> dict[str, str]:
         response = self.http.post("/auth/login", json={"username": username, "password": password})

@@ -548,8 +548,8 @@ async def test_provisioning_one_shot_creates_accounts_that_get_service_tokens(
     assert await load_provisioning_script().provision(settings) == ["pipeline", "admin"]
 
     needed = {
-        "pipeline": ["flightdeck:auth-internal", "flightdeck:admin-internal"],
-        "admin": ["flightdeck:auth-internal"],
+        "pipeline": ["flightdeck:auth-revocations", "flightdeck:admin-internal"],
+        "admin": ["flightdeck:auth-revocations", "flightdeck:auth-users"],
     }
     async with running_app(create_auth_app(settings)) as client:
         for client_id, secret, _ in accounts:
@@ -564,6 +564,20 @@ async def test_provisioning_one_shot_creates_accounts_that_get_service_tokens(
                     },
                 )
                 assert response.status_code == 200, (client_id, audience, response.text)
+        # The pipeline holds the revocation feed, never user administration.
+        pipeline_secret = next(
+            secret for client_id, secret, _ in accounts if client_id == "pipeline"
+        )
+        administer = await client.post(
+            "/auth/service-token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "pipeline",
+                "client_secret": pipeline_secret,
+                "scope": "flightdeck:auth-users",
+            },
+        )
+        assert administer.status_code == 400, administer.text
         wrong = await client.post(
             "/auth/service-token",
             data={
@@ -583,7 +597,7 @@ def test_provisioning_refuses_weak_secrets(
         "ENVIRONMENT": "production",
         "FLIGHTDECK_AUTH_SECRET_KEY": secrets.token_hex(32),
         "FLIGHTDECK_AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-        "FLIGHTDECK_AUTH_BOOTSTRAP_SERVICE_ACCOUNTS": "pipeline:changeme:flightdeck:auth-internal",
+        "FLIGHTDECK_AUTH_BOOTSTRAP_SERVICE_ACCOUNTS": "pipeline:changeme:flightdeck:auth-revocations",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

@@ -641,8 +641,8 @@ def test_development_service_accounts_match_the_clients() -> None:
         )
     }
     needed = {
-        "pipeline": {"flightdeck:auth-internal", "flightdeck:admin-internal"},
-        "admin": {"flightdeck:auth-internal"},
+        "pipeline": {"flightdeck:auth-revocations", "flightdeck:admin-internal"},
+        "admin": {"flightdeck:auth-revocations", "flightdeck:auth-users"},
     }
     for service, audiences in needed.items():
         env = environment(rendered, app_container(rendered.get("Deployment", service)))
@@ -650,6 +650,8 @@ def test_development_service_accounts_match_the_clients() -> None:
         secret, granted = accounts[client]
         assert env[f"{env_prefix(service)}SERVICE_CLIENT_SECRET"][0] == secret
         assert audiences <= granted
+        if service == "pipeline":  # only what it calls: never user administration
+            assert "flightdeck:auth-users" not in granted
 
 
 # --------------------------------------------------------------------------- ingress

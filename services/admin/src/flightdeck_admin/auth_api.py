@@ -1,6 +1,6 @@
 """A small client of auth's internal API (``/auth/internal/users``), with a service token.
 
-Every call carries this service's token for ``flightdeck:auth-internal``; a 401 drops the
+Every call carries this service's token for ``flightdeck:auth-users``; a 401 drops the
 cached token and retries once with a new one. Auth being unreachable, answering 5xx or
 something unreadable, or this service lacking credentials is ``AuthUnavailable`` (503 with
 Retry-After); its subclass ``AuthAnswerLost`` says the request may have taken effect at
@@ -27,7 +27,11 @@ from flightdeck_common.dependencies import inline
 from flightdeck_common.errors import FlightdeckError, problem_response
 from flightdeck_common.logging import request_id_var
 from flightdeck_common.pagination import Page
-from flightdeck_common.user_errors import USER_DIRECTORY_PROBLEMS
+from flightdeck_common.user_errors import (
+    USER_DIRECTORY_PROBLEMS,
+    InvalidSignedApproval,
+    SignedApprovalRequired,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,19 @@ _KNOWN_PROBLEMS: dict[str, type[FlightdeckError]] = {
 }
 
 
+# 403s of auth's that are about the request, not about this service's token.
+_PASSED_ON_403 = frozenset({SignedApprovalRequired.code, InvalidSignedApproval.code})
+
+
+def _problem_code(response: httpx.Response) -> str | None:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
+
+
 class AuthRejected(FlightdeckError):
     """Any other 4xx problem of auth's, passed on as auth answered it."""
 
@@ -108,17 +125,27 @@ class AuthApi:
         self._base = auth_url.rstrip("/")
 
     async def create_user(
-        self, *, username: str, password_hash: str, role: Role, idempotency_key: str, actor: str
+        self,
+        *,
+        username: str,
+        password_hash: str,
+        role: Role,
+        idempotency_key: str,
+        actor: str,
+        approval: dict[str, Any] | None = None,
     ) -> AuthUser:
         """Create a user from an argon2id hash; the same ``idempotency_key`` again returns
-        the user made the first time (never a second account)."""
-        body = {
+        the user made the first time (never a second account). ``approval`` is the signed
+        decision the user comes from (auth requires it for an admin and verifies it)."""
+        body: dict[str, Any] = {
             "username": username,
             "password_hash": password_hash,
             "role": role.value,
             "idempotency_key": idempotency_key,
             "actor": actor,
         }
+        if approval is not None:
+            body["approval"] = approval
         response = await self._call("POST", USERS_PATH, json=body)
         return _parse(AuthUser, response)
 
@@ -214,6 +241,8 @@ class AuthApi:
         if status >= 500:
             logger.warning("auth internal API %s %s answered HTTP %s", method, path, status)
             raise AuthAnswerLost("The auth service failed to handle this request.")
+        if status == 403 and _problem_code(response) in _PASSED_ON_403:
+            raise _problem(response)  # auth refused the signed approval itself
         if status in (401, 403, 429):
             logger.warning("auth internal API %s %s answered HTTP %s", method, path, status)
             raise AuthUnavailable("The auth service cannot handle this request right now.")

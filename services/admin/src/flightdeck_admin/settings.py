@@ -7,6 +7,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from flightdeck_admin.audit.keys import signing_key_problem
+from flightdeck_common.auth.claims import AUTH_REVOCATIONS_AUDIENCE, AUTH_USERS_AUDIENCE
 from flightdeck_common.settings import CommonSettings
 
 
@@ -20,6 +21,8 @@ class Settings(CommonSettings):
         "audit_chain_key",
         "audit_signing_key",
     )
+    # Admin follows revocations and administers users (registrations, roles, approval keys).
+    auth_audiences: ClassVar[tuple[str, ...]] = (AUTH_REVOCATIONS_AUDIENCE, AUTH_USERS_AUDIENCE)
 
     # Registration requests are public: a strict limit per client IP.
     rate_limit_registration: str = "5/hour"

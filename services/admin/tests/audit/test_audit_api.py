@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from flightdeck_common.auth.claims import AUTH_INTERNAL_AUDIENCE, Role
+from flightdeck_common.auth.claims import AUTH_REVOCATIONS_AUDIENCE, Role
 
 AdminApi = Any
 PROBLEM_JSON = "application/problem+json"
@@ -183,7 +183,7 @@ async def test_ingest_needs_a_service_token_for_the_admin_audience(
         "nobody": {},
         "admin user": admin_api.admin_headers(Role.ADMIN),
         "viewer user": admin_api.admin_headers(Role.VIEWER),
-        "wrong audience": admin_api.service_headers("pipeline", [AUTH_INTERNAL_AUDIENCE]),
+        "wrong audience": admin_api.service_headers("pipeline", [AUTH_REVOCATIONS_AUDIENCE]),
         "garbage": {"Authorization": "Bearer not-a-token"},
     }[who]
     response = await admin_api.ingest([new_event()], headers)

@@ -20,7 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from flightdeck_common.devstack.stack import Stack
-from flightdeck_common.testing.stack_users import audit_events, create_user
+from flightdeck_common.testing.stack_users import (
+    audit_events,
+    create_user,
+    register_approval_key,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -72,10 +76,7 @@ def test_signed_onboarding_story(flightdeck_stack: Stack) -> None:
         pem = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        registered = http.put(
-            "/auth/me/approval-key", json={"public_key_pem": pem.decode()}, headers=admin
-        )
-        assert registered.status_code == 200, registered.text
+        register_approval_key(http, admin, reviewer_password, pem.decode())
 
         newcomer = f"newcomer-{secrets.token_hex(4)}"
         password = f"a-long-passphrase-{secrets.token_urlsafe(8)}"
@@ -93,7 +94,9 @@ def test_signed_onboarding_story(flightdeck_stack: Stack) -> None:
 
         signed_at = datetime.now(UTC).isoformat()
         signature = key.sign(
-            f"{request_id}:approve:{signed_at}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            f"{request_id}:approve:operator:{newcomer}:{signed_at}".encode(),
+            padding.PKCS1v15(),
+            hashes.SHA256(),
         )
         approved = http.post(
             f"/admin/registration-requests/{request_id}/approve",
@@ -107,6 +110,8 @@ def test_signed_onboarding_story(flightdeck_stack: Stack) -> None:
         )
         assert approved.status_code == 200, approved.text
         assert approved.json()["status"] == "approved"
+        assert approved.json()["signature"] == base64.b64encode(signature).decode()
+        assert approved.json()["public_key_pem"] == pem.decode()
         signature_sha256 = hashlib.sha256(signature).hexdigest()
 
         _login(http, newcomer, password)

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from flightdeck_common.devstack.ports import free_port, wait_for_http
 from flightdeck_common.devstack.processes import ManagedProcess
 from flightdeck_common.devstack.stack import Stack
-from flightdeck_common.passwords import PasswordHasher
 from flightdeck_common.testing.service_checks import run_service_cli
+from flightdeck_common.testing.stack_users import create_user
 
 pytestmark = pytest.mark.e2e
 
@@ -110,29 +110,10 @@ def test_two_processes_keep_one_chain(
                 "scope": "flightdeck:admin-internal",
             },
         ).json()["access_token"]
-        admin_token = http.post(  # auth's internal API: where admin calls it, not the ingress
-            f"{flightdeck_stack.service_call_url('auth')}/auth/internal/users",
-            json={
-                "username": f"chain-admin-{uuid.uuid4().hex[:8]}",
-                "password_hash": asyncio.run(PasswordHasher().hash("chain-admin-passphrase")),
-                "role": "admin",
-            },
-            headers={
-                "Authorization": "Bearer "
-                + http.post(
-                    "/auth/service-token",
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": env["FLIGHTDECK_ADMIN_SERVICE_CLIENT_ID"],
-                        "client_secret": env["FLIGHTDECK_ADMIN_SERVICE_CLIENT_SECRET"],
-                    },
-                ).json()["access_token"]
-            },
-        )
-        assert admin_token.status_code == 201, admin_token.text
+        username, password = create_user(flightdeck_stack, http, "admin", prefix="chain-admin")
         login = http.post(
             "/auth/login",
-            json={"username": admin_token.json()["username"], "password": "chain-admin-passphrase"},
+            json={"username": username, "password": password},
         )
         assert login.status_code == 200, login.text
         user_headers = {"Authorization": f"Bearer {login.json()['access_token']}"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
@@ -82,6 +84,8 @@ class Onboarding:
     transport: AuthTransport
     admin_settings: AdminSettings
     _tokens: dict[str, str] = field(default_factory=dict)
+    # username -> (TOTP secret, the next step offset to use for a code)
+    _totp: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     # --- auth side ------------------------------------------------------------------
 
@@ -115,7 +119,10 @@ class Onboarding:
     async def create_auth_user(
         self, username: str, password: str, role: str = "viewer", **extra: Any
     ) -> dict[str, Any]:
-        """A user made directly at auth (not through a registration)."""
+        """A user made directly at auth (not through a registration). Auth creates an
+        admin only from a signed approval, so an admin is made a viewer first, then
+        promoted through the internal API."""
+        service = await self.service_headers()
         response = await self.auth.post(
             "/auth/internal/users",
             json={
@@ -124,13 +131,19 @@ class Onboarding:
                     time_cost=FAST_PASSWORD_HASHING["password_hash_time_cost"],
                     memory_cost=FAST_PASSWORD_HASHING["password_hash_memory_kib"],
                 ).hash(password),
-                "role": role,
+                "role": "viewer" if role == "admin" else role,
                 **extra,
             },
-            headers=await self.service_headers(),
+            headers=service,
         )
         assert response.status_code in (200, 201), response.text
         body: dict[str, Any] = response.json()
+        if role == "admin" and body["role"] != "admin":
+            promoted = await self.auth.patch(
+                f"/auth/internal/users/{body['id']}", json={"role": "admin"}, headers=service
+            )
+            assert promoted.status_code == 200, promoted.text
+            body = promoted.json()
         return body
 
     async def auth_users(self) -> dict[str, dict[str, Any]]:
@@ -144,15 +157,40 @@ class Onboarding:
     async def register_key(
         self, key: SigningKey, username: str = "admin", password: str = ADMIN_PASSWORD
     ) -> None:
+        """Register ``key`` as the user's approval key: enrols TOTP first (once per user),
+        then steps up with the password and a fresh code."""
         pem = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        headers = await self.headers(username, password)
         response = await self.auth.put(
             "/auth/me/approval-key",
-            json={"public_key_pem": pem.decode()},
-            headers=await self.headers(username, password),
+            json={
+                "public_key_pem": pem.decode(),
+                "current_password": password,
+                "totp_code": await self.totp_code(username, headers),
+            },
+            headers=headers,
         )
         assert response.status_code == 200, response.text
+
+    async def totp_code(self, username: str, headers: dict[str, str]) -> str:
+        """A TOTP code of ``username`` not used before (TOTP enrolled on first use). The
+        confirmation spends the previous step's code; later calls take the next steps."""
+        if username not in self._totp:
+            started = await self.auth.post("/auth/me/mfa/totp", headers=headers)
+            assert started.status_code == 201, started.text
+            secret = str(started.json()["secret"])
+            confirmed = await self.auth.post(
+                "/auth/me/mfa/totp/confirm",
+                json={"code": pyotp.TOTP(secret).at(time.time() - 30)},
+                headers=headers,
+            )
+            assert confirmed.status_code == 200, confirmed.text
+            self._totp[username] = (secret, 0)
+        secret, offset = self._totp[username]
+        self._totp[username] = (secret, offset + 1)
+        return str(pyotp.TOTP(secret).at(time.time() + 30 * offset))
 
     # --- admin side -----------------------------------------------------------------
 
@@ -180,6 +218,20 @@ class Onboarding:
             signature = key.sign(message.encode())
         return base64.b64encode(signature).decode()
 
+    async def message(
+        self, request_id: int, action: str, signed_at: str, role: str | None = None
+    ) -> str:
+        """What a reviewer signs: "{id}:{action}:{role}:{username}:{signed_at}" (the role
+        empty for a rejection; viewer when an approval names none)."""
+        username = ""
+        async with self._admin_sessions()() as session:
+            row = await session.get(RegistrationRequest, request_id)
+            if row is not None:
+                username = row.username
+        if action == "approve":
+            role = role or "viewer"
+        return f"{request_id}:{action}:{role or ''}:{username}:{signed_at}"
+
     async def decide(
         self,
         request_id: int,
@@ -190,13 +242,13 @@ class Onboarding:
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> httpx.Response:
-        """POST a decision signed by ``key`` over "{id}:{action}:{signed_at}"."""
+        """POST a decision signed by ``key`` over "{id}:{action}:{role}:{username}:{signed_at}"."""
         signed_at = signed_at or datetime.now(UTC).isoformat()
-        body = {
-            "signed_at": signed_at,
-            "signature": self.sign(key, f"{request_id}:{action}:{signed_at}"),
-            **extra,
-        }
+        role = extra.get("role")
+        message = await self.message(
+            request_id, action, signed_at, role if isinstance(role, str) else None
+        )
+        body = {"signed_at": signed_at, "signature": self.sign(key, message), **extra}
         return await self.admin.post(
             f"/admin/registration-requests/{request_id}/{action}",
             json=body,
@@ -267,7 +319,8 @@ async def onboarding_factory(
                     log_json=False,
                     bootstrap_admin_password=ADMIN_PASSWORD,
                     bootstrap_service_accounts=(
-                        f"{SERVICE_CLIENT}:{SERVICE_SECRET}:flightdeck:auth-internal"
+                        f"{SERVICE_CLIENT}:{SERVICE_SECRET}:flightdeck:auth-revocations "
+                        "flightdeck:auth-users"
                     ),
                     rate_limit_login="1000/minute",
                     risk_off_hours_start=0,

@@ -6,17 +6,22 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from flightdeck_auth.internal.capabilities import require_capability
 from flightdeck_auth.users.models import User
-from flightdeck_common.auth.claims import TokenClaims
-from flightdeck_common.auth.dependencies import require_service, require_user
+from flightdeck_common.auth.claims import (
+    AUTH_REVOCATIONS_AUDIENCE,
+    AUTH_USERS_AUDIENCE,
+    TokenClaims,
+)
+from flightdeck_common.auth.dependencies import require_user
 from flightdeck_common.dependencies import ClientIp, SessionDep
 from flightdeck_common.errors import Unauthorized
 
-INTERNAL_AUDIENCE = "flightdeck:auth-internal"
-
 # /auth/me* is reachable with a token that still has to enrol MFA: that is how they enrol.
 MeClaims = Annotated[TokenClaims, Depends(require_user(allow_mfa_enrolment=True))]
-ServiceClaims = Annotated[TokenClaims, Depends(require_service(INTERNAL_AUDIENCE))]
+# The internal API by capability: a token for the revocation feed cannot administer users.
+RevocationReader = Annotated[TokenClaims, Depends(require_capability(AUTH_REVOCATIONS_AUDIENCE))]
+UserAdministrator = Annotated[TokenClaims, Depends(require_capability(AUTH_USERS_AUDIENCE))]
 
 
 async def current_user_row(claims: MeClaims, session: SessionDep) -> User:
@@ -30,4 +35,11 @@ async def current_user_row(claims: MeClaims, session: SessionDep) -> User:
 CurrentUserRow = Annotated[User, Depends(current_user_row)]
 
 
-__all__ = ["ClientIp", "CurrentUserRow", "MeClaims", "ServiceClaims", "SessionDep"]
+__all__ = [
+    "ClientIp",
+    "CurrentUserRow",
+    "MeClaims",
+    "RevocationReader",
+    "SessionDep",
+    "UserAdministrator",
+]

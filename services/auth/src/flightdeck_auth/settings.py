@@ -16,7 +16,13 @@ from flightdeck_common.settings import (
 )
 
 USER_AUDIENCE = "flightdeck"
-INTERNAL_AUDIENCES = ("flightdeck:auth-internal", "flightdeck:admin-internal")
+# What a service account may be given, one audience per capability: auth's revocation feed,
+# auth's user administration, admin's audit intake.
+INTERNAL_AUDIENCES = (
+    "flightdeck:auth-revocations",
+    "flightdeck:auth-users",
+    "flightdeck:admin-internal",
+)
 
 
 class Settings(CommonSettings):
@@ -43,6 +49,15 @@ class Settings(CommonSettings):
     service_token_ttl_seconds: int = Field(600, ge=60, le=3600)
     mfa_token_ttl_seconds: int = Field(300, ge=30, le=900)
     mfa_max_attempts: int = Field(5, ge=1, le=20)
+    admin_approval_max_age_seconds: int = Field(
+        900,
+        ge=60,
+        le=3600,
+        description=(
+            "Creating an admin through the internal API needs a signed approval at most this "
+            "old (admin itself accepts a decision within 5 minutes of signing)."
+        ),
+    )
     # Roles that must enrol TOTP before their tokens reach anything but /auth/me*.
     # Default: none in development, admin in production.
     mfa_required_roles: CommaSeparated | None = None

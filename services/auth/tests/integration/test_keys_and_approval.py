@@ -64,12 +64,13 @@ async def test_keys_survive_a_restart(harness_factory: Any, backend: dict[str, A
 )
 async def test_approval_key_accepts_ed25519_and_rsa(auth: AuthHarness, key: Any) -> None:
     pair = await auth.tokens()
+    secret = await auth.enrol_totp(bearer(pair["access_token"]))
     response = await auth.client.put(
         "/auth/me/approval-key",
-        json={"public_key_pem": _pem(key)},
+        json={"public_key_pem": _pem(key), **auth.step_up(secret)},
         headers=bearer(pair["access_token"]),
     )
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     assert response.json()["has_approval_key"] is True
     service = await auth.service_token()
     stored = await auth.client.get(
@@ -92,8 +93,11 @@ async def test_approval_key_accepts_ed25519_and_rsa(auth: AuthHarness, key: Any)
 )
 async def test_bad_approval_keys_are_422(auth: AuthHarness, pem: str) -> None:
     token = (await auth.tokens())["access_token"]
+    secret = await auth.enrol_totp(bearer(token))
     response = await auth.client.put(
-        "/auth/me/approval-key", json={"public_key_pem": pem}, headers=bearer(token)
+        "/auth/me/approval-key",
+        json={"public_key_pem": pem, **auth.step_up(secret)},
+        headers=bearer(token),
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"

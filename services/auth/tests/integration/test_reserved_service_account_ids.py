@@ -17,9 +17,14 @@ async def test_an_admin_cannot_create_an_account_named_like_a_service(
     auth: AuthHarness, client_id: str
 ) -> None:
     headers = bearer((await auth.tokens())["access_token"])
+    secret = await auth.enrol_totp(headers)
     refused = await auth.client.post(
         "/auth/service-accounts",
-        json={"client_id": client_id, "audiences": ["flightdeck:admin-internal"]},
+        json={
+            "client_id": client_id,
+            "audiences": ["flightdeck:admin-internal"],
+            **auth.step_up(secret),
+        },
         headers=headers,
     )
     assert refused.status_code == 409, refused.text
@@ -30,7 +35,11 @@ async def test_an_admin_cannot_create_an_account_named_like_a_service(
     # A name that only starts like one is an ordinary id.
     allowed = await auth.client.post(
         "/auth/service-accounts",
-        json={"client_id": f"{client_id}-helper", "audiences": ["flightdeck:admin-internal"]},
+        json={
+            "client_id": f"{client_id}-helper",
+            "audiences": ["flightdeck:admin-internal"],
+            **auth.step_up(secret, 1),
+        },
         headers=headers,
     )
     assert allowed.status_code == 201, allowed.text

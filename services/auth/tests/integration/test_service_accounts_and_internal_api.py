@@ -19,7 +19,7 @@ async def test_service_token_flow(auth: AuthHarness) -> None:
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["sub"] == "svc:admin-service"
     assert claims["token_use"] == "service"
-    assert claims["aud"] == ["flightdeck:auth-internal"]
+    assert claims["aud"] == ["flightdeck:auth-revocations", "flightdeck:auth-users"]
     listed = await auth.client.get("/auth/internal/users", headers=bearer(token))
     assert listed.status_code == 200
     assert [u["username"] for u in listed.json()["items"]] == ["admin"]

@@ -9,7 +9,8 @@
 
 from flightdeck_common.auth.claims import (
     ADMIN_INTERNAL_AUDIENCE,
-    AUTH_INTERNAL_AUDIENCE,
+    AUTH_REVOCATIONS_AUDIENCE,
+    AUTH_USERS_AUDIENCE,
     DEFAULT_ISSUER,
     SERVICE_SUBJECT_PREFIX,
     USER_AUDIENCE,
@@ -66,7 +67,8 @@ from flightdeck_common.auth.verifier import TokenVerifier
 
 __all__ = [
     "ADMIN_INTERNAL_AUDIENCE",
-    "AUTH_INTERNAL_AUDIENCE",
+    "AUTH_REVOCATIONS_AUDIENCE",
+    "AUTH_USERS_AUDIENCE",
     "DEFAULT_ISSUER",
     "JWKS_PATH",
     "REVOCATION_FEED_PATH",

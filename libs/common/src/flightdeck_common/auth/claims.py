@@ -19,7 +19,10 @@ from typing import Any
 
 DEFAULT_ISSUER = "flightdeck-auth"
 USER_AUDIENCE = "flightdeck"
-AUTH_INTERNAL_AUDIENCE = "flightdeck:auth-internal"
+# Auth's internal API is split by capability: following token revocations, and user
+# administration (create users from a hash, change roles, read approval keys).
+AUTH_REVOCATIONS_AUDIENCE = "flightdeck:auth-revocations"
+AUTH_USERS_AUDIENCE = "flightdeck:auth-users"
 ADMIN_INTERNAL_AUDIENCE = "flightdeck:admin-internal"
 SERVICE_SUBJECT_PREFIX = "svc:"
 

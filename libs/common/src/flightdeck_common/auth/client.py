@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import FastAPI
 
-from flightdeck_common.auth.claims import AUTH_INTERNAL_AUDIENCE
 from flightdeck_common.auth.dependencies import AuthContext, install_auth
 from flightdeck_common.auth.keys import JWKS_PATH, JwksKeySource
 from flightdeck_common.auth.revocation import (
@@ -49,7 +48,7 @@ async def auth_client_lifespan(app: FastAPI, resources: Resources) -> AsyncItera
                 f"{base}{SERVICE_TOKEN_PATH}",
                 settings.service_client_id,
                 settings.service_client_secret,
-                [AUTH_INTERNAL_AUDIENCE],
+                list(settings.auth_audiences),
                 http,
             )
         follower = None

@@ -248,7 +248,7 @@ class RevocationFeedFollower:
 
     ``start()`` runs ``sync_once()`` every ``interval`` seconds in a background task
     (call it in the lifespan; ``await stop()`` on shutdown). Each sync reads every page
-    after the last seen id, with a service token (audience ``flightdeck:auth-internal``).
+    after the last seen id, with a service token (audience ``flightdeck:auth-revocations``).
     When the feed cannot be read the last known revocations stay in force, a warning is
     logged once per outage, and ``last_sync_age`` grows (readiness/metrics can watch it).
     Until the first successful sync after start, nothing is known to be revoked.

@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flightdeck_common.auth.claims import (
-    AUTH_INTERNAL_AUDIENCE,
+    AUTH_REVOCATIONS_AUDIENCE,
     DEFAULT_ISSUER,
     SERVICE_SUBJECT_PREFIX,
     USER_AUDIENCE,
@@ -124,7 +124,7 @@ class TokenMinter:
     def service_token(
         self,
         client_id: str = "pipeline",
-        audiences: Sequence[str] = (AUTH_INTERNAL_AUDIENCE,),
+        audiences: Sequence[str] = (AUTH_REVOCATIONS_AUDIENCE,),
         *,
         kid: str | None = None,
         **claims: Any,

@@ -238,8 +238,8 @@ class Stack(StartStop):
         """Client credentials for pipeline and admin, made fresh for each run: auth's
         development bootstrap (re-)keys the accounts from the same values at start."""
         accounts = {
-            "pipeline": "flightdeck:auth-internal flightdeck:admin-internal",
-            "admin": "flightdeck:auth-internal",
+            "pipeline": "flightdeck:auth-revocations flightdeck:admin-internal",
+            "admin": "flightdeck:auth-revocations flightdeck:auth-users",
         }
         env: dict[str, str] = {}
         specs = []

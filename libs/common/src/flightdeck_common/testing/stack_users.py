@@ -5,7 +5,11 @@ that webhook deliveries made (mapped behind the acknowledgement, so waited for).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import secrets
+import struct
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -37,22 +41,79 @@ def create_user(
 ) -> tuple[str, str]:
     """A fresh user with ``role``, made through auth's internal API with admin's service
     token (issued through ``http``); returns (username, password). The internal API is
-    called where admin calls it (``Stack.service_call_url``): the ingress does not route it."""
+    called where admin calls it (``Stack.service_call_url``): the ingress does not route it.
+    Auth creates an admin only from a signed approval, so an admin is created as a viewer
+    and then promoted."""
     username = f"{prefix}-{role}-{secrets.token_hex(4)}"
     password = f"passphrase-{secrets.token_urlsafe(12)}"
+    users_url = f"{stack.service_call_url('auth')}/auth/internal/users"
+    headers = {"Authorization": f"Bearer {service_token(stack, http, 'admin')}"}
     created = httpx.post(
-        f"{stack.service_call_url('auth')}/auth/internal/users",
+        users_url,
         json={
             "username": username,
             "password_hash": asyncio.run(PasswordHasher().hash(password)),
-            "role": role,
+            "role": "viewer" if role == "admin" else role,
         },
-        headers={"Authorization": f"Bearer {service_token(stack, http, 'admin')}"},
+        headers=headers,
         timeout=http.timeout,
         trust_env=False,
     )
     assert created.status_code == 201, created.text
+    if role == "admin":
+        promoted = httpx.patch(
+            f"{users_url}/{created.json()['id']}",
+            json={"role": "admin"},
+            headers=headers,
+            timeout=http.timeout,
+            trust_env=False,
+        )
+        assert promoted.status_code == 200, promoted.text
     return username, password
+
+
+def enrol_totp(http: httpx.Client, headers: dict[str, str]) -> str:
+    """Enrol and confirm TOTP for the signed-in user; returns the secret. The confirmation
+    spends the previous step's code, so :func:`totp_code` offsets 0 and 1 are still fresh."""
+    started = http.post("/auth/me/mfa/totp", headers=headers)
+    assert started.status_code == 201, started.text
+    secret = str(started.json()["secret"])
+    confirmed = http.post(
+        "/auth/me/mfa/totp/confirm", json={"code": totp_code(secret, -1)}, headers=headers
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    return secret
+
+
+def totp_code(secret: str, offset_steps: int = 0) -> str:
+    """The TOTP code (RFC 6238: SHA-1, 6 digits, 30 s) of the base32 ``secret`` now, or
+    ``offset_steps`` steps away (what an authenticator app shows)."""
+    counter = int(time.time() // 30) + offset_steps
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+def register_approval_key(
+    http: httpx.Client, headers: dict[str, str], password: str, public_key_pem: str
+) -> str:
+    """Register ``public_key_pem`` as the signed-in user's approval key: enrols TOTP, then
+    steps up with ``password`` and a fresh code. Returns the TOTP secret (offset 1 is the
+    next fresh code)."""
+    secret = enrol_totp(http, headers)
+    registered = http.put(
+        "/auth/me/approval-key",
+        json={
+            "public_key_pem": public_key_pem,
+            "current_password": password,
+            "totp_code": totp_code(secret),
+        },
+        headers=headers,
+    )
+    assert registered.status_code == 200, registered.text
+    return secret
 
 
 def audit_events(

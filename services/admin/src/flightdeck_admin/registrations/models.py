@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, text
+from sqlalchemy import Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flightdeck_admin.db import Base
@@ -24,7 +24,8 @@ class RegistrationRequest(TimestampMixin, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(80), nullable=False)
-    password_hash: Mapped[str] = mapped_column(String(512), nullable=False)
+    # The applicant's argon2id hash until the request is decided, then cleared (None).
+    password_hash: Mapped[str | None] = mapped_column(String(512), nullable=True)
     reason: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=RequestStatus.PENDING)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -38,9 +39,12 @@ class RegistrationRequest(TimestampMixin, Base):
     decision_note: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     role: Mapped[str | None] = mapped_column(String(16), nullable=True)
     signed_at: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # SHA-256 (hex) of the decision's signature: a signature is accepted once.
+    # The decision's signature (base64, as sent) and the public key it verified with, so
+    # the decision can be verified again later; its SHA-256 (hex) is accepted once.
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
     signature_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     key_fingerprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    public_key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
     user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (

@@ -156,7 +156,7 @@ async def approve_registration_request(
     settings: SettingsDep,
     ip: ClientIp,
 ) -> RegistrationRequestRead:
-    """Approve with a signature over "{id}:approve:{signed_at}": the account is created."""
+    """Approve with a signature over "{id}:approve:{role}:{username}:{signed_at}"."""
     request = await service.approve(
         resources.sessionmaker, api, settings, request_id, body, admin, ip=ip
     )
@@ -178,7 +178,7 @@ async def reject_registration_request(
     settings: SettingsDep,
     ip: ClientIp,
 ) -> RegistrationRequestRead:
-    """Reject with a signature over "{id}:reject:{signed_at}"."""
+    """Reject with a signature over "{id}:reject::{username}:{signed_at}"."""
     request = await service.reject(
         resources.sessionmaker, api, settings, request_id, body, admin, ip=ip
     )

@@ -71,8 +71,14 @@ class RegistrationRequestRead(BaseModel):
     decision_note: str | None
     role: Role | None = Field(description="Role given on approval.")
     signed_at: str | None = Field(description="signed_at exactly as the reviewer signed it.")
+    signature: str | None = Field(
+        None, description="The decision's signature (base64) exactly as the reviewer sent it."
+    )
     signature_sha256: str | None
     key_fingerprint: str | None = Field(description="SHA-256 of the reviewer's public key.")
+    public_key_pem: str | None = Field(
+        None, description="The reviewer's public key the signature verified with (PEM)."
+    )
     user_id: int | None = Field(description="The account created at auth on approval.")
 
 
@@ -91,8 +97,9 @@ class ReviewDecision(BaseModel):
         min_length=1,
         max_length=4096,
         description=(
-            'Base64 signature over "{id}:{approve|reject}:{signed_at}" with your registered '
-            "approval key (RSA PKCS#1 v1.5 SHA-256, or Ed25519)."
+            'Base64 signature over "{id}:{approve|reject}:{role}:{username}:{signed_at}" '
+            "(role empty for a rejection) with your registered approval key (RSA PKCS#1 v1.5 "
+            "SHA-256, or Ed25519)."
         ),
     )
 
@@ -118,8 +125,8 @@ APPROVAL_EXAMPLES: dict[str, Example] = {
     "approve": {
         "summary": "Approve request 17 as an operator",
         "description": (
-            'The signature covers "17:approve:2026-11-25T10:15:00+00:00" '
-            "(request id, decision, signed_at exactly as sent)."
+            'The signature covers "17:approve:operator:alice:2026-11-25T10:15:00+00:00" '
+            "(request id, decision, role, username, signed_at exactly as sent)."
         ),
         "value": {
             "role": "operator",
@@ -132,7 +139,10 @@ APPROVAL_EXAMPLES: dict[str, Example] = {
 REJECTION_EXAMPLES: dict[str, Example] = {
     "reject": {
         "summary": "Reject request 18",
-        "description": 'The signature covers "18:reject:2026-11-25T10:16:30+00:00".',
+        "description": (
+            'The signature covers "18:reject::mallory:2026-11-25T10:16:30+00:00" '
+            "(no role for a rejection)."
+        ),
         "value": {
             "note": "Unknown requester.",
             "signed_at": "2026-11-25T10:16:30+00:00",

@@ -1,8 +1,12 @@
 """Rules of registration requests: filing, and the signed review that decides them.
 
 A decision is accepted only with a fresh signature (``signed_at`` within the allowed
-skew) by the reviewer's registered approval key over ``"{id}:{action}:{signed_at}"``,
-never used before. Every refusal happens before anything changes.
+skew) by the reviewer's registered approval key over
+``"{id}:{action}:{role}:{username}:{signed_at}"`` (role empty for a rejection), never used
+before. Every refusal happens before anything changes. The signature and the public key it
+verified with are kept with the decision, so it can be verified again later; auth checks
+the approval itself before creating an admin from it. The applicant's password hash is
+cleared once the request is decided (approved: after the account was made).
 
 Approval creates the account at auth, which cannot share our transaction. So it runs in
 steps: claim the request (pending -> approving, committed), create the user at auth
@@ -52,7 +56,7 @@ from flightdeck_admin.registrations.schemas import (
     ReviewDecision,
 )
 from flightdeck_admin.settings import Settings
-from flightdeck_common.approval_signatures import verify_approval_signature
+from flightdeck_common.approval_signatures import approval_message, verify_approval_signature
 from flightdeck_common.auth.claims import Role, TokenClaims
 from flightdeck_common.auth.errors import InsufficientRole
 from flightdeck_common.db import session_scope, utcnow
@@ -78,9 +82,12 @@ def idempotency_key(request_id: int) -> str:
     return f"registration-{request_id}"
 
 
-def signed_message(request_id: int, action: Action, signed_at: str) -> bytes:
-    """The exact bytes a reviewer signs: ``"{id}:{action}:{signed_at}"`` in UTF-8."""
-    return f"{request_id}:{action}:{signed_at}".encode()
+def signed_message(
+    request_id: int, action: Action, role: str | None, username: str, signed_at: str
+) -> bytes:
+    """The exact bytes a reviewer signs (UTF-8):
+    ``"{id}:{action}:{role}:{username}:{signed_at}"``, role empty for a rejection."""
+    return approval_message(request_id, action, role, username, signed_at)
 
 
 # --- filing -------------------------------------------------------------------------
@@ -152,8 +159,11 @@ class VerifiedDecision:
     reviewer_id: str
     note: str | None
     signed_at: str
+    signature: str
     signature_sha256: str
     key_fingerprint: str
+    public_key_pem: str
+    role: Role | None = None
     approval_interrupted: bool = False
 
     def fields(self) -> dict[str, Any]:
@@ -164,7 +174,25 @@ class VerifiedDecision:
             "decided_by_id": self.reviewer_id,
             "decision_note": self.note,
             "signed_at": self.signed_at,
+            "signature": self.signature,
             "signature_sha256": self.signature_sha256,
+            "key_fingerprint": self.key_fingerprint,
+            "public_key_pem": self.public_key_pem,
+            # The applicant's hash has done its work once the request is decided.
+            "password_hash": None,
+        }
+
+    def signed_approval(self) -> dict[str, Any]:
+        """The approval as auth's internal API takes it (auth verifies it again)."""
+        assert self.role is not None
+        return {
+            "request_id": self.request_id,
+            "decision": "approve",
+            "role": self.role.value,
+            "username": self.username,
+            "signed_at": self.signed_at,
+            "signature": self.signature,
+            "approver_id": int(self.reviewer_id),
             "key_fingerprint": self.key_fingerprint,
         }
 
@@ -175,6 +203,7 @@ class VerifiedDecision:
             "reviewer_id": self.reviewer_id,
             "signed_at": self.signed_at,
             "signature_sha256": self.signature_sha256,
+            "signature": self.signature,
             "key_fingerprint": self.key_fingerprint,
         }
 
@@ -207,6 +236,7 @@ async def approve(
             role=body.role,
             idempotency_key=idempotency_key(request_id),
             actor=decision.reviewer,
+            approval=decision.signed_approval(),
         )
     except UsernameTaken as exc:
         # Definitive: had our key made an account, auth would have returned it.
@@ -313,6 +343,8 @@ async def _verify(
         if not _open_for(request, action, settings):
             raise _not_open_error(request)
         username, password_hash = request.username, request.password_hash
+        if password_hash is None:  # cleared by a decision: the request is not open
+            raise _not_open_error(request)
         # A claim time on a pending request, or an abandoned claim: an approval broke off
         # without knowing whether auth created the account.
         approval_interrupted = request.claimed_at is not None
@@ -329,7 +361,10 @@ async def _verify(
             "You have no approval key: register your public key with "
             "PUT /auth/me/approval-key, then sign the decision with its private key."
         ) from exc
-    message = signed_message(request_id, action, body.signed_at)
+    role = body.role if isinstance(body, ApprovalDecision) else None
+    message = signed_message(
+        request_id, action, role.value if role else None, username, body.signed_at
+    )
     if not verify_approval_signature(key.public_key_pem, message, signature):
         raise InvalidDecisionSignature(
             f'The signature does not verify over "{message.decode()}" with your approval '
@@ -343,8 +378,11 @@ async def _verify(
         reviewer_id=reviewer_id,
         note=body.note,
         signed_at=body.signed_at,
+        signature=body.signature,
         signature_sha256=signature_sha256,
         key_fingerprint=key.fingerprint,
+        public_key_pem=key.public_key_pem,
+        role=role,
         approval_interrupted=approval_interrupted,
     )
 

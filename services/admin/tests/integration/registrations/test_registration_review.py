@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from flightdeck_common.approval_signatures import verify_approval_signature
+
 Onboarding = Any
 PASSWORD = "a-long-and-unusual-passphrase"
 
@@ -53,7 +55,7 @@ def unchanged_check(onboarding: Onboarding, request_id: int) -> Callable[[], Any
 async def test_approval_creates_the_account(onboarding: Onboarding, reviewer_key: Any) -> None:
     request_id = await onboarding.filed("nina", PASSWORD)
     signed_at = datetime.now(UTC).isoformat()
-    signature = onboarding.sign(reviewer_key, f"{request_id}:approve:{signed_at}")
+    signature = onboarding.sign(reviewer_key, f"{request_id}:approve:operator:nina:{signed_at}")
     response = await onboarding.admin.post(
         f"/admin/registration-requests/{request_id}/approve",
         json={
@@ -75,6 +77,13 @@ async def test_approval_creates_the_account(onboarding: Onboarding, reviewer_key
     assert body["signature_sha256"] == signature_sha256
     assert len(body["key_fingerprint"]) == 64
     assert "password_hash" not in body
+    # The signature and the key it verified with are kept: the decision can be checked later.
+    assert body["signature"] == signature
+    assert verify_approval_signature(
+        body["public_key_pem"],
+        f"{request_id}:approve:operator:nina:{signed_at}".encode(),
+        base64.b64decode(body["signature"]),
+    )
 
     nina = (await onboarding.auth_users())["nina"]
     assert body["user_id"] == nina["id"]
@@ -95,6 +104,8 @@ async def test_approval_creates_the_account(onboarding: Onboarding, reviewer_key
     assert row["status"] == "approved"
     assert row["claimed_at"] is None
     assert row["decided_by_id"] == str((await onboarding.auth_users())["admin"]["id"])
+    # The account exists: the applicant's password hash is gone from admin's storage.
+    assert row["password_hash"] is None
 
 
 async def test_approval_defaults_to_viewer_and_accepts_z_times(
@@ -118,6 +129,9 @@ async def test_rejection(onboarding: Onboarding, reviewer_key: Any) -> None:
     assert body["user_id"] is None
     assert body["role"] is None
     assert "pia" not in await onboarding.auth_users()
+    assert body["signature"] is not None
+    assert body["public_key_pem"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert (await onboarding.request_row(request_id))["password_hash"] is None
     [event] = await onboarding.outbox("admin.registration.rejected")
     assert event["data"]["signature_sha256"] == body["signature_sha256"]
     assert event["actor"] == "admin"
@@ -129,7 +143,7 @@ async def test_replayed_signature_is_409(onboarding: Onboarding, key: Any) -> No
     signed_at = datetime.now(UTC).isoformat()
     body = {
         "signed_at": signed_at,
-        "signature": onboarding.sign(key, f"{first}:reject:{signed_at}"),
+        "signature": onboarding.sign(key, f"{first}:reject::quinn:{signed_at}"),
     }
     headers = await onboarding.headers()
     path = "/admin/registration-requests/{}/reject"
@@ -221,9 +235,16 @@ async def test_signature_by_another_key_is_403(onboarding: Onboarding, key: Any)
         response = await onboarding.decide(request_id, "approve", stranger)
         assert response.status_code == 403, response.text
         assert response.json()["code"] == "invalid_signature"
-    # Signed by the right key, but over another action or request: also refused.
+    # Signed by the right key, but over another action, request, role or username, or in
+    # the old format without role and username: also refused.
     signed_at = datetime.now(UTC).isoformat()
-    for message in (f"{request_id}:reject:{signed_at}", f"{request_id + 1}:approve:{signed_at}"):
+    for message in (
+        f"{request_id}:reject::vic:{signed_at}",
+        f"{request_id + 1}:approve:viewer:vic:{signed_at}",
+        f"{request_id}:approve:admin:vic:{signed_at}",
+        f"{request_id}:approve:viewer:victor:{signed_at}",
+        f"{request_id}:approve:{signed_at}",
+    ):
         response = await onboarding.admin.post(
             f"/admin/registration-requests/{request_id}/approve",
             json={"signed_at": signed_at, "signature": onboarding.sign(key, message)},
@@ -461,3 +482,32 @@ async def test_racing_approvals_make_one_account(onboarding: Onboarding, key: An
     assert codes == [200, 409, 409, 409], [a.text for a in answers]
     assert [u for u in await onboarding.auth_users() if u == "finn"] == ["finn"]
     assert len(await onboarding.outbox("admin.registration.approved")) == 1
+
+
+async def test_approving_an_admin_hands_auth_the_signed_approval(
+    onboarding: Onboarding, reviewer_key: Any
+) -> None:
+    request_id = await onboarding.filed("ada", PASSWORD)
+    # Signed for a viewer, asked for an admin: the role is covered by the signature.
+    signed_at = datetime.now(UTC).isoformat()
+    escalated = await onboarding.admin.post(
+        f"/admin/registration-requests/{request_id}/approve",
+        json={
+            "signed_at": signed_at,
+            "signature": onboarding.sign(
+                reviewer_key, f"{request_id}:approve:viewer:ada:{signed_at}"
+            ),
+            "role": "admin",
+        },
+        headers=await onboarding.headers(),
+    )
+    assert escalated.status_code == 403, escalated.text
+    assert "ada" not in await onboarding.auth_users()
+
+    approved = await onboarding.decide(request_id, "approve", reviewer_key, role="admin")
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["role"] == "admin"
+    # Auth verified the approval itself and made the admin, who signs in.
+    assert (await onboarding.auth_users())["ada"]["role"] == "admin"
+    await onboarding.login("ada", PASSWORD)
+    assert (await onboarding.request_row(request_id))["password_hash"] is None

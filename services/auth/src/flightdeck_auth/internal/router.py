@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from flightdeck_auth.dependencies import ServiceClaims, SessionDep
+from flightdeck_auth.dependencies import RevocationReader, SessionDep, UserAdministrator
+from flightdeck_auth.internal.capabilities import MissingAudience
 from flightdeck_auth.internal.schemas import (
     InternalUserCreate,
     InternalUserUpdate,
@@ -29,7 +30,9 @@ from flightdeck_common.params import IdPath
 from flightdeck_common.passwords import InvalidUsername
 from flightdeck_common.user_errors import (
     ApprovalKeyNotFound,
+    InvalidSignedApproval,
     LastAdmin,
+    SignedApprovalRequired,
     UsernameTaken,
     UserNotFound,
 )
@@ -37,7 +40,7 @@ from flightdeck_common.user_errors import (
 
 def _service_route_errors(*errors: type[FlightdeckError]) -> dict[int | str, dict[str, Any]]:
     """A service token's problems (missing, invalid, revoked) and the route's own."""
-    return problem_responses(InvalidToken, TokenRevoked, *errors)
+    return problem_responses(InvalidToken, TokenRevoked, MissingAudience, *errors)
 
 
 router = APIRouter(prefix="/auth/internal", tags=["internal"])
@@ -57,20 +60,33 @@ async def _user(session: SessionDep, user_id: int) -> User:
     summary="Create a user from a password hash",
     responses={
         200: {"model": UserRead, "description": "Already created with this idempotency key"},
-        **_service_route_errors(UsernameTaken, InvalidPasswordHash, InvalidUsername),
+        **_service_route_errors(
+            UsernameTaken,
+            InvalidPasswordHash,
+            InvalidUsername,
+            SignedApprovalRequired,
+            InvalidSignedApproval,
+        ),
     },
 )
 async def create_internal_user(
-    body: InternalUserCreate, claims: ServiceClaims, session: SessionDep, response: Response
+    body: InternalUserCreate,
+    claims: UserAdministrator,
+    session: SessionDep,
+    rt: RuntimeDep,
+    response: Response,
 ) -> UserRead:
-    """Create a user from an argon2id hash (admin's approval path); idempotent by key."""
-    user, created = await service.create_user(
+    """Create a user from an argon2id hash (admin's approval path); idempotent by key. An
+    admin needs the signed approval it comes from."""
+    user, created = await service.create_user_for_service(
         session,
+        rt,
         username=body.username,
         password_hash=body.password_hash,
         role=body.role.value,
         actor=f"{body.actor} via {claims.sub}",
         origin_ref=body.idempotency_key,
+        approval=body.approval,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -84,7 +100,7 @@ async def create_internal_user(
     responses=_service_route_errors(InvalidCursor),
 )
 async def list_internal_users(
-    claims: ServiceClaims,
+    claims: UserAdministrator,
     session: SessionDep,
     role: Role | None = None,
     is_active: bool | None = None,
@@ -114,7 +130,7 @@ async def list_internal_users(
     responses=_service_route_errors(UserNotFound),
 )
 async def read_internal_user(
-    user_id: IdPath, claims: ServiceClaims, session: SessionDep
+    user_id: IdPath, claims: UserAdministrator, session: SessionDep
 ) -> UserRead:
     """One user."""
     return user_read(await _user(session, user_id))
@@ -129,7 +145,7 @@ async def read_internal_user(
 async def update_internal_user(
     user_id: IdPath,
     body: InternalUserUpdate,
-    claims: ServiceClaims,
+    claims: UserAdministrator,
     session: SessionDep,
     rt: RuntimeDep,
 ) -> UserRead:
@@ -153,7 +169,7 @@ async def update_internal_user(
     responses=_service_route_errors(UserNotFound, ApprovalKeyNotFound),
 )
 async def read_approval_key(
-    user_id: IdPath, claims: ServiceClaims, session: SessionDep
+    user_id: IdPath, claims: UserAdministrator, session: SessionDep
 ) -> ApprovalKeyRead:
     """The user's registered approval public key."""
     user = await _user(session, user_id)
@@ -176,7 +192,7 @@ async def read_approval_key(
     responses=_service_route_errors(),
 )
 async def list_revocations(
-    claims: ServiceClaims,
+    claims: RevocationReader,
     session: SessionDep,
     after: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,

@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from flightdeck_common.auth.claims import Role
+
+
+class SignedApproval(BaseModel):
+    """The signed review decision a user is created from (admin's registration request)."""
+
+    request_id: int = Field(ge=1, le=2**63 - 1)
+    decision: Literal["approve"] = "approve"
+    role: Role
+    username: str = Field(min_length=1, max_length=80)
+    signed_at: str = Field(min_length=1, max_length=64)
+    signature: str = Field(
+        min_length=1, max_length=4096, description="Base64 signature as the reviewer sent it."
+    )
+    approver_id: int = Field(ge=1, le=2**63 - 1, description="User id of the approving admin.")
+    key_fingerprint: str = Field(
+        min_length=64, max_length=64, description="SHA-256 of the approver's public key."
+    )
 
 
 class InternalUserCreate(BaseModel):
@@ -20,6 +38,14 @@ class InternalUserCreate(BaseModel):
         description="Retrying with the same key returns the user created the first time.",
     )
     actor: str = Field("service", max_length=200, description="Who asked (for the audit log).")
+    approval: SignedApproval | None = Field(
+        None,
+        description=(
+            'Required for role "admin": the approval, signed over '
+            '"{request_id}:approve:{role}:{username}:{signed_at}" by an active admin\'s '
+            "registered approval key."
+        ),
+    )
 
 
 class InternalUserUpdate(BaseModel):

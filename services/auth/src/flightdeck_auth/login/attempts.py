@@ -13,6 +13,8 @@ holder guesses no faster than a login does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flightdeck_auth.exceptions import AccountLocked, InvalidCredentials, InvalidMfaCode
@@ -82,10 +84,29 @@ async def fail_attempt(
 ) -> FlightdeckError:
     """The reserved check failed: commit what was recorded and return the error to raise
     (``error``, or 423 when this failure locks)."""
-    await rt.throttle.failed(attempt)
-    lock = attempt.lock_if_failed
-    if lock is None:
+    return await fail_attempts(session, rt, [attempt], error, actor=actor, ip=ip)
+
+
+async def fail_attempts(
+    session: AsyncSession,
+    rt: AuthRuntime,
+    attempts: Sequence[Attempt],
+    error: FlightdeckError,
+    *,
+    actor: str,
+    ip: str,
+) -> FlightdeckError:
+    """Several reserved checks of one request failed (a step-up's password and code):
+    each counts; the error is ``error``, or 423 when one of these failures locks."""
+    locked: tuple[Attempt, LockState] | None = None
+    for attempt in attempts:
+        await rt.throttle.failed(attempt)
+        lock = attempt.lock_if_failed
+        if lock is not None and (locked is None or lock.retry_after > locked[1].retry_after):
+            locked = (attempt, lock)
+    if locked is None:
         return await keep_and_fail(session, error)
+    attempt, lock = locked
     await audit(
         session, "login.locked", actor=actor, ip=ip, scope=lock.scope, factor=attempt.factor
     )

@@ -574,6 +574,12 @@ class LoginThrottle:
         await self._run(lambda store: store.clear(user_hit.counter_key, user_hit.lock_key))
         await self._run(lambda store: store.refund([address_hit], [attempt.outcomes[1]]))
 
+    async def released(self, attempt: Attempt) -> None:
+        """The check never ran (another reservation of the same request was refused): give
+        back what the reservation counted, clearing nothing."""
+        if attempt.refused is None:
+            await self._run(lambda store: store.refund(attempt.hits, attempt.outcomes))
+
     async def failed(self, attempt: Attempt) -> None:
         """The check failed: the reservation stays counted and its locks take effect."""
         if attempt.refused is None:

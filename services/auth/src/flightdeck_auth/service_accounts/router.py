@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Path, Query, status
 
-from flightdeck_auth.dependencies import ClientIp, SessionDep
+from flightdeck_auth.dependencies import ClientIp, SessionDep, current_user_row
 from flightdeck_auth.exceptions import (
     InvalidClient,
     InvalidScope,
@@ -15,6 +15,7 @@ from flightdeck_auth.exceptions import (
     UnsupportedGrantType,
 )
 from flightdeck_auth.runtime import RuntimeDep
+from flightdeck_auth.security.step_up import STEP_UP_ERRORS
 from flightdeck_auth.service_accounts import service
 from flightdeck_auth.service_accounts.models import ServiceAccount
 from flightdeck_auth.service_accounts.schemas import (
@@ -25,7 +26,7 @@ from flightdeck_auth.service_accounts.schemas import (
 from flightdeck_auth.service_accounts.service import ServiceAccountRepository, issue_service_token
 from flightdeck_auth.tokens.schemas import ServiceToken
 from flightdeck_common.auth.dependencies import AdminUser
-from flightdeck_common.errors import InvalidCursor, RateLimited, problem_responses
+from flightdeck_common.errors import InvalidCursor, RateLimited, Unauthorized, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
 from flightdeck_common.rate_limit import rate_limit
 
@@ -71,14 +72,19 @@ def _read(account: ServiceAccount) -> ServiceAccountRead:
     status_code=status.HTTP_201_CREATED,
     summary="Create a service account (admins)",
     dependencies=[Depends(rate_limit("default"))],
-    responses=problem_responses(ServiceAccountExists, RateLimited),
+    responses=problem_responses(ServiceAccountExists, Unauthorized, RateLimited, *STEP_UP_ERRORS),
 )
 async def create_service_account(
-    body: ServiceAccountCreate, admin: AdminUser, session: SessionDep, rt: RuntimeDep
+    body: ServiceAccountCreate,
+    admin: AdminUser,
+    session: SessionDep,
+    rt: RuntimeDep,
+    ip: ClientIp,
 ) -> ServiceAccountCreated:
-    """Create a service account for the given internal audiences. The answer holds the
-    client secret, shown this once; exchange it at `POST /auth/service-token`. Audited
-    as `auth.service_account.created`."""
+    """Create a service account for the given internal audiences (step-up: the admin's
+    current password and a TOTP code). The answer holds the client secret, shown this
+    once; exchange it at `POST /auth/service-token`. Audited as
+    `auth.service_account.created`."""
     account, secret = await service.create_service_account(
         session,
         rt,
@@ -86,6 +92,7 @@ async def create_service_account(
         list(body.audiences),
         description=body.description,
         actor=admin.actor_name,
+        step_up=(await current_user_row(admin, session), body, ip),
     )
     return ServiceAccountCreated(**_read(account).model_dump(), client_secret=secret)
 

@@ -7,11 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flightdeck_auth.security.step_up import StepUp
+
 # The audiences a service account may be given (INTERNAL_AUDIENCES in settings).
-Audience = Literal["flightdeck:auth-internal", "flightdeck:admin-internal"]
+Audience = Literal[
+    "flightdeck:auth-revocations", "flightdeck:auth-users", "flightdeck:admin-internal"
+]
 
 
-class ServiceAccountCreate(BaseModel):
+class ServiceAccountCreate(StepUp):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -19,6 +23,8 @@ class ServiceAccountCreate(BaseModel):
                     "client_id": "release-bot",
                     "audiences": ["flightdeck:admin-internal"],
                     "description": "Posts audit events from the release tooling",
+                    "current_password": "my current password",
+                    "totp_code": "123456",
                 }
             ]
         }
@@ -31,7 +37,7 @@ class ServiceAccountCreate(BaseModel):
         description="2-64 characters of a-z, 0-9, '.', '_', '-'; starts with a letter or digit.",
     )
     audiences: list[Audience] = Field(
-        min_length=1, max_length=2, description="Internal APIs the account may call."
+        min_length=1, max_length=3, description="Internal APIs the account may call."
     )
     description: str = Field("", max_length=200)
 

@@ -20,9 +20,11 @@ from flightdeck_auth.failures import keep_and_fail
 from flightdeck_auth.metrics import count_service_token
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
+from flightdeck_auth.security.step_up import StepUp, require_step_up
 from flightdeck_auth.service_accounts.models import ServiceAccount
 from flightdeck_auth.settings import INTERNAL_AUDIENCES
 from flightdeck_auth.tokens.schemas import ServiceToken
+from flightdeck_auth.users.models import User
 from flightdeck_common.errors import BadRequest
 from flightdeck_common.repository import RepositoryBase
 
@@ -99,9 +101,14 @@ async def create_service_account(
     *,
     description: str,
     actor: str,
+    step_up: tuple[User, StepUp, str] | None = None,
 ) -> tuple[ServiceAccount, str]:
     """A new account with a generated secret (returned once); 409 when the id is taken,
-    also when a concurrent request took it first (the unique index decides)."""
+    also when a concurrent request took it first (the unique index decides).
+
+    ``step_up`` (the admin's row, the step-up fields, the client IP) is checked after the
+    refusals any admin could learn by listing accounts (so they spend no TOTP code) and
+    before anything is written."""
     repository = ServiceAccountRepository(session)
     if client_id in RESERVED_CLIENT_IDS:
         raise ServiceAccountExists(
@@ -110,6 +117,11 @@ async def create_service_account(
         )
     if await repository.by_client_id(client_id) is not None:
         raise ServiceAccountExists(f"client_id {client_id!r} is taken")
+    if step_up is not None:
+        admin, fields, ip = step_up
+        await require_step_up(
+            session, rt, admin, fields, ip=ip, purpose="creating a service account"
+        )
     secret = secrets.token_urlsafe(32)
     account = ServiceAccount(
         client_id=client_id,

@@ -17,6 +17,7 @@ from flightdeck_auth.mfa import service as mfa
 from flightdeck_auth.mfa.schemas import TotpCode, TotpEnrolment
 from flightdeck_auth.runtime import RuntimeDep
 from flightdeck_auth.security.approval_keys import InvalidApprovalKey
+from flightdeck_auth.security.step_up import STEP_UP_ERRORS
 from flightdeck_auth.users import service
 from flightdeck_auth.users.schemas import ApprovalKeyUpdate, PasswordChange, UserRead, user_read
 from flightdeck_common.auth.errors import InvalidToken, TokenRevoked
@@ -118,11 +119,12 @@ async def disable_totp(
     "/approval-key",
     response_model=UserRead,
     summary="Register my approval key",
-    responses=problem_responses(*SIGNED_IN_ERRORS, InvalidApprovalKey),
+    responses=problem_responses(*SIGNED_IN_ERRORS, *STEP_UP_ERRORS, InvalidApprovalKey),
 )
 async def set_my_approval_key(
-    body: ApprovalKeyUpdate, user: CurrentUserRow, session: SessionDep
+    body: ApprovalKeyUpdate, user: CurrentUserRow, session: SessionDep, rt: RuntimeDep, ip: ClientIp
 ) -> UserRead:
-    """Register the public key that signs this user's approval decisions."""
-    await service.set_approval_key(session, user, body.public_key_pem)
+    """Register the public key that signs this user's approval decisions (step-up: the
+    current password and a TOTP code; users without TOTP must enrol first)."""
+    await service.set_approval_key(session, rt, user, body, ip=ip)
     return user_read(user)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flightdeck_auth.security.step_up import StepUp
 from flightdeck_auth.users.models import User
 from flightdeck_common.auth.claims import Role
 
@@ -29,7 +30,9 @@ class PasswordChange(BaseModel):
     new_password: str = Field(min_length=1, max_length=1024)
 
 
-class ApprovalKeyUpdate(BaseModel):
+class ApprovalKeyUpdate(StepUp):
+    """The new key, with the current password and a TOTP code (a session alone is not enough)."""
+
     public_key_pem: str = Field(
         min_length=1,
         max_length=16384,

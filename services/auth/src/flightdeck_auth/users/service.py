@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flightdeck_auth.internal.schemas import SignedApproval
 from flightdeck_auth.login.attempts import check_current_password
 from flightdeck_auth.outbox import audit
 from flightdeck_auth.runtime import AuthRuntime
 from flightdeck_auth.security.approval_keys import parse_approval_key
+from flightdeck_auth.security.step_up import require_step_up
 from flightdeck_auth.tokens.refresh import RefreshTokenRepository
+from flightdeck_auth.users.approvals import check_signed_approval
 from flightdeck_auth.users.models import User
 from flightdeck_auth.users.repository import UserRepository
+from flightdeck_auth.users.schemas import ApprovalKeyUpdate
 from flightdeck_common.db import utcnow
 from flightdeck_common.errors import FlightdeckError
 from flightdeck_common.passwords import check_password_policy, normalize_username
@@ -43,9 +48,10 @@ async def create_user(
     role: str,
     actor: str,
     origin_ref: str | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> tuple[User, bool]:
     """Create a user from a ready hash; with ``origin_ref`` a retried call returns the
-    user it created before. Returns (user, created)."""
+    user it created before. ``evidence`` goes into the audit event. Returns (user, created)."""
     if not ARGON2ID_HASH.match(password_hash):
         raise InvalidPasswordHash()
     users = UserRepository(session)
@@ -72,9 +78,59 @@ async def create_user(
     except IntegrityError as exc:  # a concurrent create won the race
         raise UsernameTaken() from exc
     await audit(
-        session, "user.created", actor=actor, subject=str(user.id), role=role, username=normalized
+        session,
+        "user.created",
+        actor=actor,
+        subject=str(user.id),
+        role=role,
+        username=normalized,
+        **(evidence or {}),
     )
     return user, True
+
+
+async def create_user_for_service(
+    session: AsyncSession,
+    rt: AuthRuntime,
+    *,
+    username: str,
+    password_hash: str,
+    role: str,
+    actor: str,
+    origin_ref: str | None,
+    approval: SignedApproval | None,
+) -> tuple[User, bool]:
+    """:func:`create_user` for the internal API: an ``admin`` only from the signed
+    ``approval`` it comes from, verified here against the approver's key before anything
+    else (a service token alone must not be able to mint an admin)."""
+    if not ARGON2ID_HASH.match(password_hash):
+        raise InvalidPasswordHash()
+    approver = await check_signed_approval(
+        session,
+        approval,
+        username=normalize_username(username),
+        role=role,
+        max_age_seconds=rt.settings.admin_approval_max_age_seconds,
+    )
+    evidence = (
+        None
+        if approval is None or approver is None
+        else {
+            "approval_request_id": approval.request_id,
+            "approver_id": approver.id,
+            "approval_key_fingerprint": approval.key_fingerprint,
+            "approval_signed_at": approval.signed_at,
+        }
+    )
+    return await create_user(
+        session,
+        username=username,
+        password_hash=password_hash,
+        role=role,
+        actor=actor,
+        origin_ref=origin_ref,
+        evidence=evidence,
+    )
 
 
 async def bootstrap_admin(session: AsyncSession, rt: AuthRuntime) -> str | None:
@@ -119,8 +175,14 @@ async def change_password(
     await audit(session, "user.password_changed", actor=user.username, subject=str(user.id))
 
 
-async def set_approval_key(session: AsyncSession, user: User, pem: str) -> None:
-    key = parse_approval_key(pem)
+async def set_approval_key(
+    session: AsyncSession, rt: AuthRuntime, user: User, body: ApprovalKeyUpdate, *, ip: str
+) -> None:
+    """Register the key after a step-up (password and TOTP code): a stolen session alone
+    must not be able to plant a key that then signs approvals. The key is checked first,
+    so a malformed one does not spend a TOTP code."""
+    key = parse_approval_key(body.public_key_pem)
+    await require_step_up(session, rt, user, body, ip=ip, purpose="registering an approval key")
     previous = user.approval_key_fingerprint
     user.approval_key_pem = key.pem
     user.approval_key_fingerprint = key.fingerprint
