@@ -83,14 +83,15 @@ def _create_service_account(settings: Settings, args: argparse.Namespace) -> int
 
 def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
     async def work(session: Any, rt: AuthRuntime) -> int:
-        await rt.keyring.ensure_key()
         if args.revoke_previous:
+            # No ensure_key first: it must work when the current key is the refused one.
             kid, retired = await rt.keyring.rotate_revoking_previous()
             print(
                 f"new signing key {kid} signs now; revoked (no longer published, tokens they "
                 f"signed are refused): {', '.join(retired) or 'none'}"
             )
         else:
+            await rt.keyring.ensure_key()
             kid = await rt.keyring.rotate()
             print(
                 f"new signing key {kid} published; it starts signing in 90 s, and the key it "

@@ -123,9 +123,9 @@ class KeyRing:
 
     async def rotate_revoking_previous(self) -> tuple[str, list[str]]:
         """For a compromised key: a new key signs at once and every other key (current,
-        previous, next) is retired now, so the tokens they signed stop verifying (here at
-        the next reload, at most ``RELOAD_SECONDS``; in other services when their JWKS
-        cache next refreshes). Returns the new kid and the retired ones."""
+        previous, next) is retired now, so the tokens they signed stop verifying (in every
+        auth replica at its next maintenance pass, every few seconds; in other services
+        when their JWKS cache next refreshes). Returns the new kid and the retired ones."""
         now = utcnow()
         async with self._sessionmaker() as session, session.begin():
             await _lock_keys(session)
@@ -234,7 +234,10 @@ class KeyRing:
                 if row.status == CURRENT:
                     current = key
             if current is None:
-                raise RuntimeError("no current signing key; run the service once to create it")
+                raise RuntimeError(
+                    "no usable current signing key (none, or refused: see the errors above); "
+                    "run the service once to create one, or rotate-keys --revoke-previous"
+                )
             self._current, self._published = current, published
             self._loaded_at = time.monotonic()
 
