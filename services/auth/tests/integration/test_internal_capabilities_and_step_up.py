@@ -221,13 +221,17 @@ async def test_wrong_step_up_is_refused_and_counts_as_a_failed_login(
             headers=headers,
         )
 
-    wrong_password = await attempt(auth.step_up(secret, password="not-the-password"))
-    assert wrong_password.status_code == 401, wrong_password.text
-    assert wrong_password.json()["code"] == "step_up_failed"
-    wrong_code = await attempt({"current_password": auth.admin_password, "totp_code": "000000"})
-    assert wrong_code.status_code == 401
-    assert wrong_code.json()["code"] == "step_up_failed"
-    # Two failures reached the per-user limit: the lock holds at login and at step-up.
+    # Each wrong factor counts against its own limit (password, code) for the user; the
+    # answer never says which one was wrong.
+    wrong = {"current_password": "not-the-password", "totp_code": "000000"}
+    first = await attempt(wrong)
+    assert first.status_code == 401, first.text
+    assert first.json()["code"] == "step_up_failed"
+    # The second failure reaches the per-user limit of 2: it answers as the lock it sets.
+    second = await attempt(wrong)
+    assert second.status_code == 423, second.text
+    assert second.json()["code"] == "account_locked"
+    # The lock holds at login and at step-up, even with the right password and code.
     assert (await auth.login()).status_code == 423
     assert (await attempt(auth.step_up(secret))).status_code == 423
     types = await auth.outbox_types()
