@@ -15,7 +15,8 @@ reaches the limit sets a *provisional* lock; its failure confirms the lock, its 
 removes it (and clears the subject's counter). A reservation that meets a provisional
 lock waits (a few seconds at most) for the attempt holding it to be decided. So parallel
 guesses never verify more than the limit, however slow the check, while parallel logins
-with the right password all get through.
+with the right password all get through. An attempt never decided (its request died)
+stays counted as a failure, and its provisional lock runs out as a lock would.
 
 Counters live in Redis (shared by all replicas, updated atomically by a Lua script)
 or in process memory. When Redis fails, :class:`LoginThrottle` falls back to memory
@@ -77,7 +78,8 @@ class HitOutcome:
 
     count: int
     lock_seconds: float
-    # Refused by a lock that a pending reservation set (its attempt is not decided yet).
+    # Refused: this key's lock is provisional (its attempt is not decided yet), or it has
+    # none; the attempt waits when every key says so.
     provisional: bool = False
 
 
