@@ -545,7 +545,7 @@ class LoginThrottle:
     async def _reserve(self, factor: Factor, subject: str, ip: str) -> Attempt:
         hits = self._hits(factor, subject, ip)
         deadline = time.monotonic() + self.pending_wait_seconds
-        pause = 0.02
+        pause = 0.01
         while True:
             reserved, outcomes = await self._run(lambda store: store.reserve(hits, self.policy))
             user, address = outcomes
@@ -556,8 +556,10 @@ class LoginThrottle:
                 refused = _longest(user.lock_seconds, address.lock_seconds)
                 return Attempt(factor, hits, (user, address), refused or LockState(1, "user"))
             # The lock waits on an attempt being checked: its outcome decides this one's.
+            # Polled often (a hash takes tens of ms): a right password frees the slot for
+            # the next parallel login of the same user at once.
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.25)
+            pause = min(pause * 2, 0.05)
 
     async def reserve_password_attempt(self, username: str, ip: str) -> Attempt:
         """Reserve a password check for ``username`` from ``ip`` (before hashing)."""
@@ -578,7 +580,9 @@ class LoginThrottle:
 
     async def failed(self, attempt: Attempt) -> None:
         """The check failed: the reservation stays counted and its locks take effect."""
-        if attempt.refused is None:
+        # Only when it set a lock: a call that never reaches the store would read as the
+        # store being back during an outage.
+        if attempt.refused is None and any(o.lock_seconds > 0 for o in attempt.outcomes):
             await self._run(lambda store: store.confirm(attempt.hits, attempt.outcomes))
 
     async def record_second_factor_failure(self, user_id: int, ip: str) -> LockState | None:
