@@ -12,7 +12,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from flightdeck_auth.exceptions import AccountLocked, InvalidCredentials, InvalidMfaCode
+from flightdeck_auth.login.attempts import check_current_password, check_second_factor
 from flightdeck_auth.mfa.repository import MfaChallengeRepository
+from flightdeck_auth.users.models import User
 from flightdeck_common.testing.service_checks import bearer
 
 AuthHarness = Any
@@ -277,3 +280,31 @@ async def test_the_default_limit_applies_to_signed_in_routes_only(harness_factor
     ]:
         statuses = {(await auth.client.get(path, headers=extra)).status_code for _ in range(5)}
         assert statuses == {200}, path
+
+
+async def test_step_up_checks_share_the_throttle(harness_factory: Any) -> None:
+    """The domain functions other routes use for a password or a code (step-up checks)."""
+    auth: AuthHarness = await harness_factory(login_max_failures_per_user=2)
+    secret, _, at = await enrol_totp(auth)
+    rt = auth.app.state.auth_runtime
+    results: list[str] = []
+    for code in (WRONG_CODE, WRONG_CODE, auth.totp(secret, 1, at=at)):
+        async with auth.app.state.resources.sessionmaker() as session:
+            user = await session.get(User, 1)
+            assert user is not None
+            try:
+                await check_second_factor(session, rt, user, secret, code, "203.0.113.9")
+                results.append("ok")
+            except (InvalidMfaCode, AccountLocked) as exc:
+                results.append(exc.code)
+    assert results == ["invalid_mfa_code", "account_locked", "account_locked"]
+    async with auth.app.state.resources.sessionmaker() as session:
+        user = await session.get(User, 1)
+        assert user is not None
+        for password in (WRONG_PASSWORD, ADMIN_PASSWORD):
+            try:
+                await check_current_password(session, rt, user, password, "203.0.113.9")
+                results.append("ok")
+            except (InvalidCredentials, AccountLocked) as exc:
+                results.append(exc.code)
+    assert results[3:] == ["invalid_credentials", "ok"]  # passwords count apart

@@ -380,3 +380,22 @@ async def test_second_factors_count_per_ipv6_64(make_throttle: ThrottleFactory) 
     assert refused.refused is not None
     assert refused.refused.scope == "ip"
     assert (await throttle.reserve_second_factor_attempt(3, "2001:db8:1:3::1")).refused is None
+
+
+async def test_reserved_attempts_during_a_redis_outage_log_the_outage_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = create_redis(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        throttle = LoginThrottle(RedisThrottleStore(dead), max_failures_per_user=3)
+        with caplog.at_level(logging.INFO, logger="flightdeck_auth.security.throttle"):
+            for _ in range(3):
+                attempt = await throttle.reserve_password_attempt("alice", IP)
+                assert attempt.refused is None
+                await throttle.failed(attempt)
+            assert (await throttle.reserve_password_attempt("alice", IP)).refused is not None
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("unavailable" in m for m in messages) == 1
+        assert not any("available again" in m for m in messages)
+    finally:
+        await dead.aclose()

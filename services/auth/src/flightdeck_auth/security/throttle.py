@@ -15,7 +15,8 @@ reaches the limit sets a *provisional* lock; its failure confirms the lock, its 
 removes it (and clears the subject's counter). A reservation that meets a provisional
 lock waits (a few seconds at most) for the attempt holding it to be decided. So parallel
 guesses never verify more than the limit, however slow the check, while parallel logins
-with the right password all get through.
+with the right password all get through. An attempt never decided (its request died)
+stays counted as a failure, and its provisional lock runs out as a lock would.
 
 Counters live in Redis (shared by all replicas, updated atomically by a Lua script)
 or in process memory. When Redis fails, :class:`LoginThrottle` falls back to memory
@@ -77,7 +78,8 @@ class HitOutcome:
 
     count: int
     lock_seconds: float
-    # Refused by a lock that a pending reservation set (its attempt is not decided yet).
+    # Refused: this key's lock is provisional (its attempt is not decided yet), or it has
+    # none; the attempt waits when every key says so.
     provisional: bool = False
 
 
@@ -543,7 +545,7 @@ class LoginThrottle:
     async def _reserve(self, factor: Factor, subject: str, ip: str) -> Attempt:
         hits = self._hits(factor, subject, ip)
         deadline = time.monotonic() + self.pending_wait_seconds
-        pause = 0.02
+        pause = 0.01
         while True:
             reserved, outcomes = await self._run(lambda store: store.reserve(hits, self.policy))
             user, address = outcomes
@@ -554,8 +556,10 @@ class LoginThrottle:
                 refused = _longest(user.lock_seconds, address.lock_seconds)
                 return Attempt(factor, hits, (user, address), refused or LockState(1, "user"))
             # The lock waits on an attempt being checked: its outcome decides this one's.
+            # Polled often (a hash takes tens of ms): a right password frees the slot for
+            # the next parallel login of the same user at once.
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.25)
+            pause = min(pause * 2, 0.05)
 
     async def reserve_password_attempt(self, username: str, ip: str) -> Attempt:
         """Reserve a password check for ``username`` from ``ip`` (before hashing)."""
@@ -582,7 +586,9 @@ class LoginThrottle:
 
     async def failed(self, attempt: Attempt) -> None:
         """The check failed: the reservation stays counted and its locks take effect."""
-        if attempt.refused is None:
+        # Only when it set a lock: a call that never reaches the store would read as the
+        # store being back during an outage.
+        if attempt.refused is None and any(o.lock_seconds > 0 for o in attempt.outcomes):
             await self._run(lambda store: store.confirm(attempt.hits, attempt.outcomes))
 
     async def record_second_factor_failure(self, user_id: int, ip: str) -> LockState | None:
