@@ -39,6 +39,11 @@ class InvalidSignedApproval(Forbidden):
     title = "The signed approval does not hold"
 
 
+class ActingAdminRequired(Forbidden):
+    code = "acting_admin_required"
+    title = "Making a user an admin needs the acting admin's own token"
+
+
 USER_DIRECTORY_PROBLEMS: tuple[type[FlightdeckError], ...] = (
     UserNotFound,
     UsernameTaken,
@@ -46,4 +51,5 @@ USER_DIRECTORY_PROBLEMS: tuple[type[FlightdeckError], ...] = (
     ApprovalKeyNotFound,
     SignedApprovalRequired,
     InvalidSignedApproval,
+    ActingAdminRequired,
 )

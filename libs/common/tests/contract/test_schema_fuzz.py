@@ -89,7 +89,7 @@ from schemathesis.specs.openapi.checks import (
 from flightdeck_common.devstack.stack import Stack
 from flightdeck_common.passwords import PasswordHasher
 from flightdeck_common.testing.plugin import isolated_stack_config
-from flightdeck_common.testing.stack_users import service_token
+from flightdeck_common.testing.stack_users import create_admin, service_token
 
 pytestmark = pytest.mark.e2e
 
@@ -224,25 +224,20 @@ class FuzzIdentities:
     def _create_user(self, role: str) -> tuple[str, str, int]:
         username = f"fuzz-{role}-{secrets.token_hex(4)}"
         password = f"passphrase-{secrets.token_urlsafe(12)}"
+        if role == "admin":  # granted through the internal API only on an admin's behalf
+            create_admin(self.stack, username, password)
+            return username, password, -1
         created = self.http.post(
             f"{self.stack.service_call_url('auth')}/auth/internal/users",
             json={
                 "username": username,
                 "password_hash": asyncio.run(self.hasher.hash(password)),
-                # An admin only from a signed approval: made a viewer, then promoted.
-                "role": "viewer" if role == "admin" else role,
+                "role": role,
             },
             headers=self.service("admin"),
         )
         assert created.status_code == 201, created.text
         user_id = int(created.json()["id"])
-        if role == "admin":
-            promoted = self.http.patch(
-                f"{self.stack.service_call_url('auth')}/auth/internal/users/{user_id}",
-                json={"role": "admin"},
-                headers=self.service("admin"),
-            )
-            assert promoted.status_code == 200, promoted.text
         return username, password, user_id
 
     def _login(self, username: str, password: str) -> dict[str, str]:

@@ -29,6 +29,7 @@ from flightdeck_common.logging import request_id_var
 from flightdeck_common.pagination import Page
 from flightdeck_common.user_errors import (
     USER_DIRECTORY_PROBLEMS,
+    ActingAdminRequired,
     InvalidSignedApproval,
     SignedApprovalRequired,
 )
@@ -78,7 +79,9 @@ _KNOWN_PROBLEMS: dict[str, type[FlightdeckError]] = {
 
 
 # 403s of auth's that are about the request, not about this service's token.
-_PASSED_ON_403 = frozenset({SignedApprovalRequired.code, InvalidSignedApproval.code})
+_PASSED_ON_403 = frozenset(
+    {SignedApprovalRequired.code, InvalidSignedApproval.code, ActingAdminRequired.code}
+)
 
 
 def _problem_code(response: httpx.Response) -> str | None:
@@ -183,16 +186,27 @@ class AuthApi:
         return _parse(AuthUser, await self._call("GET", f"{USERS_PATH}/{user_id}"))
 
     async def update_user(
-        self, user_id: int, *, role: Role | None, is_active: bool | None, actor: str
+        self,
+        user_id: int,
+        *,
+        role: Role | None,
+        is_active: bool | None,
+        actor: str,
+        acting_user_token: str | None = None,
     ) -> AuthUser:
         """Change role and/or active flag; auth ends the user's sessions and refuses to
-        demote or deactivate the last active admin (``LastAdmin``, 409)."""
+        demote or deactivate the last active admin (``LastAdmin``, 409). Granting admin
+        needs ``acting_user_token``, the asking admin's own access token
+        (``ActingAdminRequired``, 403, otherwise)."""
         body: dict[str, Any] = {"actor": actor}
         if role is not None:
             body["role"] = role.value
         if is_active is not None:
             body["is_active"] = is_active
-        response = await self._call("PATCH", f"{USERS_PATH}/{user_id}", json=body)
+        headers = {"X-Flightdeck-Acting-User": acting_user_token} if acting_user_token else None
+        response = await self._call(
+            "PATCH", f"{USERS_PATH}/{user_id}", json=body, extra_headers=headers
+        )
         return _parse(AuthUser, response)
 
     async def approval_key(self, user_id: int) -> ApprovalKey:
@@ -207,13 +221,14 @@ class AuthApi:
         *,
         json: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         if self._tokens is None:
             raise AuthUnavailable(
                 "This service has no credentials for the auth service "
                 "(FLIGHTDECK_ADMIN_SERVICE_CLIENT_ID/SECRET)."
             )
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(extra_headers or {})}
         request_id = request_id_var.get()
         if request_id:
             headers["X-Request-ID"] = request_id
@@ -242,7 +257,7 @@ class AuthApi:
             logger.warning("auth internal API %s %s answered HTTP %s", method, path, status)
             raise AuthAnswerLost("The auth service failed to handle this request.")
         if status == 403 and _problem_code(response) in _PASSED_ON_403:
-            raise _problem(response)  # auth refused the signed approval itself
+            raise _problem(response)  # auth refused the signed approval or the acting admin
         if status in (401, 403, 429):
             logger.warning("auth internal API %s %s answered HTTP %s", method, path, status)
             raise AuthUnavailable("The auth service cannot handle this request right now.")

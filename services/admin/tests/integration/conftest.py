@@ -121,7 +121,7 @@ class Onboarding:
     ) -> dict[str, Any]:
         """A user made directly at auth (not through a registration). Auth creates an
         admin only from a signed approval, so an admin is made a viewer first, then
-        promoted through the internal API."""
+        promoted through the internal API on the bootstrap admin's behalf."""
         service = await self.service_headers()
         response = await self.auth.post(
             "/auth/internal/users",
@@ -139,8 +139,11 @@ class Onboarding:
         assert response.status_code in (200, 201), response.text
         body: dict[str, Any] = response.json()
         if role == "admin" and body["role"] != "admin":
+            acting = (await self.headers())["Authorization"].removeprefix("Bearer ")
             promoted = await self.auth.patch(
-                f"/auth/internal/users/{body['id']}", json={"role": "admin"}, headers=service
+                f"/auth/internal/users/{body['id']}",
+                json={"role": "admin"},
+                headers={**service, "X-Flightdeck-Acting-User": acting},
             )
             assert promoted.status_code == 200, promoted.text
             body = promoted.json()

@@ -260,3 +260,43 @@ async def test_right_step_up_is_accepted_once_per_code(auth: AuthHarness) -> Non
     )
     assert replay.status_code == 401
     assert replay.json()["code"] == "step_up_failed"
+
+
+async def test_a_service_token_grants_admin_only_on_an_admin_s_behalf(
+    auth: AuthHarness,
+) -> None:
+    """Closing the other way to an admin: create a viewer, then promote it. The internal
+    PATCH grants admin only with the acting admin's own access token."""
+    service = await auth.service_token()
+    made = await _new_user(auth, service, "climber", "viewer")
+    assert made.status_code == 201, made.text
+    path = f"/auth/internal/users/{made.json()['id']}"
+
+    refused = await auth.client.patch(path, json={"role": "admin"}, headers=bearer(service))
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "acting_admin_required"
+    viewer_token = (await auth.login("climber", NEW_PASSWORD)).json()["access_token"]
+    for acting in (viewer_token, "not-a-token", service):  # a viewer, garbage, a service
+        response = await auth.client.patch(
+            path,
+            json={"role": "admin"},
+            headers={**bearer(service), "X-Flightdeck-Acting-User": acting},
+        )
+        assert response.status_code == 403, (acting[:12], response.text)
+        assert response.json()["code"] == "acting_admin_required"
+    listed = await auth.client.get(path, headers=bearer(service))
+    assert listed.json()["role"] == "viewer"
+
+    # Other changes need no acting admin; granting admin with one works and names them.
+    demoted = await auth.client.patch(path, json={"role": "operator"}, headers=bearer(service))
+    assert demoted.status_code == 200, demoted.text
+    admin_token = (await auth.tokens())["access_token"]
+    granted = await auth.client.patch(
+        path,
+        json={"role": "admin"},
+        headers={**bearer(service), "X-Flightdeck-Acting-User": admin_token},
+    )
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["role"] == "admin"
+    assert (await auth.login("climber", NEW_PASSWORD)).status_code == 200

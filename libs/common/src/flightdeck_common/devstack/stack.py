@@ -393,10 +393,15 @@ class Stack(StartStop):
         )
         self.redis.start()
 
-    def _start_services(self) -> None:
+    def process_env(self) -> dict[str, str]:
+        """The whole environment of a service process (and of a service's CLI run against
+        this stack, e.g. ``flightdeck-auth create-admin``)."""
         env = {**os.environ}
         env.pop("REDIS_URL", None)  # embedded mode means in-process, unless extra_env says so
-        env |= self.service_env() | self.config.extra_env
+        return env | self.service_env() | self.config.extra_env
+
+    def _start_services(self) -> None:
+        env = self.process_env()
         for service in self.config.services:
             self.replicas[service] = [
                 ManagedProcess(

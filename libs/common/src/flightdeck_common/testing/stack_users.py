@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import secrets
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -42,34 +44,41 @@ def create_user(
     """A fresh user with ``role``, made through auth's internal API with admin's service
     token (issued through ``http``); returns (username, password). The internal API is
     called where admin calls it (``Stack.service_call_url``): the ingress does not route it.
-    Auth creates an admin only from a signed approval, so an admin is created as a viewer
-    and then promoted."""
+    Auth grants admin through that API only from a signed approval or on an admin's behalf,
+    so an admin is made as production makes its first one: :func:`create_admin`."""
     username = f"{prefix}-{role}-{secrets.token_hex(4)}"
     password = f"passphrase-{secrets.token_urlsafe(12)}"
-    users_url = f"{stack.service_call_url('auth')}/auth/internal/users"
-    headers = {"Authorization": f"Bearer {service_token(stack, http, 'admin')}"}
+    if role == "admin":
+        create_admin(stack, username, password)
+        return username, password
     created = httpx.post(
-        users_url,
+        f"{stack.service_call_url('auth')}/auth/internal/users",
         json={
             "username": username,
             "password_hash": asyncio.run(PasswordHasher().hash(password)),
-            "role": "viewer" if role == "admin" else role,
+            "role": role,
         },
-        headers=headers,
+        headers={"Authorization": f"Bearer {service_token(stack, http, 'admin')}"},
         timeout=http.timeout,
         trust_env=False,
     )
     assert created.status_code == 201, created.text
-    if role == "admin":
-        promoted = httpx.patch(
-            f"{users_url}/{created.json()['id']}",
-            json={"role": "admin"},
-            headers=headers,
-            timeout=http.timeout,
-            trust_env=False,
-        )
-        assert promoted.status_code == 200, promoted.text
     return username, password
+
+
+def create_admin(stack: Stack, username: str, password: str) -> None:
+    """An admin made with ``flightdeck-auth create-admin`` against the stack's auth
+    database (the host path, which needs no approval: whoever runs it owns the database)."""
+    result = subprocess.run(  # noqa: S603 (our own interpreter and module)
+        [sys.executable, "-m", "flightdeck_auth.cli", "create-admin", username],
+        capture_output=True,
+        text=True,
+        env=stack.process_env() | {"FLIGHTDECK_AUTH_NEW_ADMIN_PASSWORD": password},
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def enrol_totp(http: httpx.Client, headers: dict[str, str]) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from flightdeck_admin.auth_api import AuthApiDep, AuthRejected
 from flightdeck_admin.users import service
 from flightdeck_admin.users.schemas import USER_UPDATE_EXAMPLES, UserRead, UserUpdate
 from flightdeck_common.auth.claims import Role
-from flightdeck_common.auth.dependencies import AdminUser
+from flightdeck_common.auth.dependencies import AdminUser, bearer_token
 from flightdeck_common.auth.errors import (
     AuthUnavailable,
     InsufficientRole,
@@ -22,7 +22,7 @@ from flightdeck_common.dependencies import ClientIp, SessionDep
 from flightdeck_common.errors import InvalidCursor, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
 from flightdeck_common.params import IdPath
-from flightdeck_common.user_errors import LastAdmin, UserNotFound
+from flightdeck_common.user_errors import ActingAdminRequired, LastAdmin, UserNotFound
 
 router = APIRouter(prefix="/admin", tags=["users"])
 
@@ -75,16 +75,20 @@ async def read_user(user_id: IdPath, admin: AdminUser, api: AuthApiDep) -> UserR
     "/users/{user_id}",
     response_model=UserRead,
     summary="Change a user's role or active flag",
-    responses=problem_responses(*_AUTH_ERRORS, UserNotFound, LastAdmin),
+    responses=problem_responses(*_AUTH_ERRORS, UserNotFound, LastAdmin, ActingAdminRequired),
 )
 async def update_user(
     user_id: IdPath,
     body: Annotated[UserUpdate, Body(openapi_examples=USER_UPDATE_EXAMPLES)],
     admin: AdminUser,
+    admin_token: Annotated[str, Depends(bearer_token)],
     api: AuthApiDep,
     session: SessionDep,
     ip: ClientIp,
 ) -> UserRead:
-    """Change a user's role and/or active flag (deactivation ends their sessions)."""
-    user = await service.update_user(session, api, user_id, body, admin, ip=ip)
+    """Change a user's role and/or active flag (deactivation ends their sessions).
+    Granting admin is done on your behalf: auth checks your own token."""
+    user = await service.update_user(
+        session, api, user_id, body, admin, ip=ip, admin_token=admin_token
+    )
     return UserRead.model_validate(user.model_dump())

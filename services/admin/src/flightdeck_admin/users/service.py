@@ -20,12 +20,21 @@ async def update_user(
     admin: TokenClaims,
     *,
     ip: str,
+    admin_token: str,
 ) -> AuthUser:
     """Change role and/or active flag at auth; auth refuses to remove the last active admin
-    (409) and ends the user's sessions. Audited as ``admin.user.updated``."""
+    (409) and ends the user's sessions. Granting admin goes with ``admin_token`` (the
+    asking admin's own access token): auth grants admin on an admin's behalf only.
+    Audited as ``admin.user.updated``."""
     actor = admin.actor_name
     before = await api.get_user(user_id)
-    after = await api.update_user(user_id, role=body.role, is_active=body.is_active, actor=actor)
+    after = await api.update_user(
+        user_id,
+        role=body.role,
+        is_active=body.is_active,
+        actor=actor,
+        acting_user_token=admin_token,
+    )
     changes: dict[str, Any] = {}
     if before.role != after.role:
         changes["role"] = {"from": before.role.value, "to": after.role.value}

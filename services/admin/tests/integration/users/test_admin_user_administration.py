@@ -172,3 +172,27 @@ async def test_concurrent_demotions_keep_one_admin(onboarding: Onboarding) -> No
     active_admins = [u for u in users.values() if u["role"] == "admin" and u["is_active"]]
     assert len(active_admins) == 1
     assert len(await onboarding.outbox("admin.user.updated")) == 1
+
+
+async def test_granting_admin_is_asked_on_the_admin_s_own_behalf(onboarding: Onboarding) -> None:
+    """Auth grants admin through its internal API only with the asking admin's own token
+    (admin's service token alone is refused): admin forwards it."""
+    erin = await onboarding.create_auth_user("erin", PASSWORD)
+    granted = await onboarding.admin.patch(
+        f"/admin/users/{erin['id']}", json={"role": "admin"}, headers=await onboarding.headers()
+    )
+    assert granted.status_code == 200, granted.text
+    assert (await onboarding.auth_users())["erin"]["role"] == "admin"
+    alone = await onboarding.auth.patch(
+        f"/auth/internal/users/{erin['id']}",
+        json={"role": "viewer"},
+        headers=await onboarding.service_headers(),
+    )
+    assert alone.status_code == 200  # taking admin away needs no acting admin
+    again = await onboarding.auth.patch(
+        f"/auth/internal/users/{erin['id']}",
+        json={"role": "admin"},
+        headers=await onboarding.service_headers(),
+    )
+    assert again.status_code == 403
+    assert again.json()["code"] == "acting_admin_required"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from flightdeck_auth.dependencies import RevocationReader, SessionDep, UserAdministrator
 from flightdeck_auth.internal.capabilities import MissingAudience
@@ -23,12 +23,14 @@ from flightdeck_auth.users.repository import UserRepository
 from flightdeck_auth.users.schemas import ApprovalKeyRead, UserRead, user_read
 from flightdeck_auth.users.service import InvalidPasswordHash
 from flightdeck_common.auth.claims import Role
+from flightdeck_common.auth.dependencies import get_auth_context
 from flightdeck_common.auth.errors import InvalidToken, TokenRevoked
 from flightdeck_common.errors import FlightdeckError, InvalidCursor, problem_responses
 from flightdeck_common.pagination import DEFAULT_PAGE_SIZE, MAX_DB_INT, MAX_PAGE_SIZE, Page
 from flightdeck_common.params import IdPath
 from flightdeck_common.passwords import InvalidUsername
 from flightdeck_common.user_errors import (
+    ActingAdminRequired,
     ApprovalKeyNotFound,
     InvalidSignedApproval,
     LastAdmin,
@@ -140,7 +142,7 @@ async def read_internal_user(
     "/users/{user_id}",
     response_model=UserRead,
     summary="Change a user's role or active flag",
-    responses=_service_route_errors(UserNotFound, LastAdmin),
+    responses=_service_route_errors(UserNotFound, LastAdmin, ActingAdminRequired),
 )
 async def update_internal_user(
     user_id: IdPath,
@@ -148,18 +150,54 @@ async def update_internal_user(
     claims: UserAdministrator,
     session: SessionDep,
     rt: RuntimeDep,
+    request: Request,
+    acting_user_token: Annotated[
+        str | None,
+        Header(
+            alias="X-Flightdeck-Acting-User",
+            max_length=4096,
+            description=(
+                "The access token of the admin on whose behalf the service asks; required "
+                "to grant `admin` (403 `acting_admin_required` otherwise)."
+            ),
+        ),
+    ] = None,
 ) -> UserRead:
-    """Change role and/or active flag; the user's sessions end at once everywhere."""
+    """Change role and/or active flag; the user's sessions end at once everywhere.
+    Granting `admin` also needs the acting admin's own access token."""
     user = await _user(session, user_id)
+    acting = await _acting_user(request, session, acting_user_token)
+    actor = f"{body.actor} via {claims.sub}"
+    if acting is not None:
+        actor = f"{acting.username} via {claims.sub}"
     await service.update_user(
         session,
         rt,
         user,
         role=body.role.value if body.role else None,
         is_active=body.is_active,
-        actor=f"{body.actor} via {claims.sub}",
+        actor=actor,
+        acting_user=acting,
     )
     return user_read(user)
+
+
+async def _acting_user(request: Request, session: SessionDep, token: str | None) -> User | None:
+    """The user whose own access token (verified as every user token is: signature,
+    audience, expiry, revocation) came with the request; None without one. A token that
+    does not verify is refused rather than ignored."""
+    if token is None:
+        return None
+    context = get_auth_context(request)
+    try:
+        claims = await context.verifier.verify(token, context.user_audience)
+    except (InvalidToken, TokenRevoked) as exc:
+        raise ActingAdminRequired(f"The acting admin's token does not verify: {exc}") from None
+    if claims.is_service or not claims.sub.isdigit():
+        raise ActingAdminRequired("The acting user's token must be a user's access token.")
+    if claims.mfa_enrolment_required:
+        raise ActingAdminRequired("The acting admin must enrol TOTP first.")
+    return await session.get(User, int(claims.sub))
 
 
 @router.get(

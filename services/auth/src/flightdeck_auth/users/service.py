@@ -24,7 +24,7 @@ from flightdeck_auth.users.schemas import ApprovalKeyUpdate
 from flightdeck_common.db import utcnow
 from flightdeck_common.errors import FlightdeckError
 from flightdeck_common.passwords import check_password_policy, normalize_username
-from flightdeck_common.user_errors import LastAdmin, UsernameTaken
+from flightdeck_common.user_errors import ActingAdminRequired, LastAdmin, UsernameTaken
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,10 @@ async def set_approval_key(
     )
 
 
+def _can_grant_admin(acting_user: User | None) -> bool:
+    return acting_user is not None and acting_user.is_active and acting_user.role == "admin"
+
+
 async def update_user(
     session: AsyncSession,
     rt: AuthRuntime,
@@ -206,9 +210,20 @@ async def update_user(
     role: str | None,
     is_active: bool | None,
     actor: str,
+    acting_user: User | None = None,
 ) -> User:
-    """Change role and/or active flag; sessions end at once when either changes."""
+    """Change role and/or active flag; sessions end at once when either changes.
+
+    Granting ``admin`` needs ``acting_user``: the active admin on whose behalf
+    the service asks, proven by that admin's own access token. A service token alone
+    grants no admin (it would make the signed approvals of new admins pointless)."""
     users = UserRepository(session)
+    if role == "admin" and user.role != "admin" and not _can_grant_admin(acting_user):
+        raise ActingAdminRequired(
+            "Making a user an admin through the internal API needs the acting admin's own "
+            "access token in X-Flightdeck-Acting-User (an active admin's); a "
+            "service token alone cannot grant admin."
+        )
     if (role is not None and role != "admin") or is_active is False:
         # The check and the change must not interleave with a concurrent one: lock first,
         # then look at the user and count the admins as they are now.
