@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from flightdeck_common.testing.service_checks import running_app
@@ -236,3 +237,29 @@ async def test_a_slow_upload_is_cut_at_the_body_read_deadline(strict: PipelineHa
     # A signed delivery whose body arrives in time is accepted as always.
     accepted = await strict.deliver("push", fixture_body("push"))
     assert accepted.status_code == 202, accepted.text
+
+
+async def test_a_failed_audit_write_keeps_the_tallies_for_the_next_flush(
+    pipeline: PipelineHarness,
+) -> None:
+    body = fixture_body("push")
+    async with _client(pipeline, "198.51.100.20") as source:
+        for delivery in ("before-1", "before-2"):
+            await source.post(RECEIVER, content=body, headers=_headers(WRONG, delivery))
+        rejections = pipeline.app.state.webhook_signature_rejections
+        # The write fails: a database that refuses the outbox insert (its table is gone).
+        engine = pipeline.app.state.resources.engine
+        async with engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE outbox RENAME TO outbox_away"))
+        try:
+            with pytest.raises(DBAPIError):
+                await _flush(pipeline)
+            await source.post(RECEIVER, content=body, headers=_headers(WRONG, "during"))
+        finally:
+            async with engine.begin() as connection:
+                await connection.execute(text("ALTER TABLE outbox_away RENAME TO outbox"))
+        assert rejections.pending() == 1
+    assert await _flush(pipeline) == 1
+    (event,) = await _rejection_events(pipeline)
+    assert event["data"]["rejected"] == 3
+    assert event["data"]["delivery_ids"] == ["before-1", "before-2", "during"]

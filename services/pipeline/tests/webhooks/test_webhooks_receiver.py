@@ -327,13 +327,18 @@ async def test_deliveries_are_kept_seven_days_then_purged(pipeline: PipelineHarn
 
 async def test_signature_failures_are_audited_and_counted(pipeline: PipelineHarness) -> None:
     from flightdeck_pipeline.outbox import OutboxEvent
+    from flightdeck_pipeline.webhooks.rejection_audit import flush_rejections
 
     await pipeline.deliver("push", _body("push", "payload.json"), secret="wrong-secret")
     await pipeline.deliver("push", _body("push", "payload.json"))
+    # Audited aggregated, once per source per interval (test_webhook_rejections.py).
+    await flush_rejections(
+        pipeline.app.state.resources.sessionmaker, pipeline.app.state.webhook_signature_rejections
+    )
     rejected = await _one(
         pipeline, OutboxEvent, OutboxEvent.event_type == "pipeline.webhook.signature_rejected"
     )
-    assert json.loads(rejected.payload)["data"]["event"] == "push"
+    assert json.loads(rejected.payload)["data"]["events"] == {"push": 1}
     metrics = (await pipeline.client.get("/metrics")).text
     assert 'flightdeck_webhook_deliveries_total{event="push",result="accepted"}' in metrics
     assert 'flightdeck_webhook_mapped_total{event="push",result="processed"}' in metrics

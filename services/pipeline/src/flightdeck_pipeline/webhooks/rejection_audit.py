@@ -20,14 +20,18 @@ async def flush_rejections(
     sessionmaker: async_sessionmaker[AsyncSession], rejections: SignatureRejections
 ) -> int:
     """Write one ``pipeline.webhook.signature_rejected`` event per source tallied since
-    the last flush, in one transaction; how many were written. A failed write puts
-    nothing back (the counts are also in the metrics): the next flush starts over."""
+    the last flush, in one transaction; how many were written. When the write fails
+    (the database is down), the tallies are put back for the next flush and it raises."""
     summaries = rejections.take()
     if not summaries:
         return 0
-    async with session_scope(sessionmaker) as session:
-        for summary in summaries:
-            await audit(session, EVENT_TYPE, actor=None, ip=summary.source, **summary.data)
+    try:
+        async with session_scope(sessionmaker) as session:
+            for summary in summaries:
+                await audit(session, EVENT_TYPE, actor=None, ip=summary.source, **summary.data)
+    except BaseException:
+        rejections.put_back(summaries)
+        raise
     return len(summaries)
 
 

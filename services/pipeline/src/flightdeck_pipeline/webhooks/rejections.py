@@ -63,6 +63,7 @@ class RejectionSummary:
 
     source: str
     data: dict[str, Any]
+    tally: _Tally = field(repr=False)
 
 
 class SignatureRejections:
@@ -146,8 +147,25 @@ class SignatureRejections:
             }
             if source == OTHER_SOURCES:
                 data["sources"] = len(tally.sources)
-            summaries.append(RejectionSummary(source, data))
+            summaries.append(RejectionSummary(source, data, tally))
         return summaries
+
+    def put_back(self, summaries: list[RejectionSummary]) -> None:
+        """Return summaries that could not be written: the next :meth:`take` counts them
+        with what arrived since (their events are not lost to a failed write)."""
+        for summary in summaries:
+            earlier = summary.tally
+            current = self._tallies.get(summary.source)
+            if current is None:
+                self._tallies[summary.source] = earlier
+                continue
+            current.first_at = earlier.first_at
+            current.rejected += earlier.rejected
+            current.throttled += earlier.throttled
+            current.reasons.update(earlier.reasons)
+            current.events.update(earlier.events)
+            current.delivery_ids = (earlier.delivery_ids + current.delivery_ids)[:MAX_DELIVERY_IDS]
+            current.sources |= earlier.sources
 
     def _tally(self, source: str) -> _Tally:
         now = utcnow()

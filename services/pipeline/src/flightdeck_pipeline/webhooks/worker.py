@@ -58,6 +58,8 @@ MAX_BACKOFF_SECONDS = 30.0
 MAX_POSTPONE_SECONDS = 900.0
 # How long a batch waits at most for this process's acceptance to finish storing a burst.
 YIELD_TO_ACCEPTANCE_SECONDS = 0.25
+# How long stop() waits for the cancelled loop before it cancels it again.
+STOP_RECANCEL_SECONDS = 0.5
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -119,11 +121,19 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="delivery-worker")
 
     async def stop(self) -> None:
-        """Stop; a batch under way is rolled back (its deliveries stay pending)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop; a batch under way is rolled back (its deliveries stay pending).
+
+        Cancelled again until it has ended: a cancel that lands while the database driver
+        cleans up a connection can be absorbed there (seen on PostgreSQL: the task, marked
+        cancelling, went on polling and stop() waited forever)."""
+        task = self._task
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_RECANCEL_SECONDS)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def wake(self) -> None:
         self._wake.set()
