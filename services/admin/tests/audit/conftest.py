@@ -25,6 +25,7 @@ from flightdeck_admin.app import MIGRATIONS_DIR, create_app
 from flightdeck_admin.settings import Settings
 from flightdeck_common.auth.claims import ADMIN_INTERNAL_AUDIENCE, Role
 from flightdeck_common.auth.dependencies import AuthContext, install_auth
+from flightdeck_common.auth.revocation import RevocationChecker
 from flightdeck_common.auth.testing import TokenMinter
 from flightdeck_common.auth.verifier import TokenVerifier
 from flightdeck_common.db import create_engine, create_sessionmaker
@@ -123,9 +124,12 @@ class AdminApi:
         await execute_sql(self.sessionmaker, statement, **params)
 
 
-def _install_test_auth(app: FastAPI, minter: TokenMinter) -> None:
+def _install_test_auth(
+    app: FastAPI, minter: TokenMinter, revocations: RevocationChecker | None = None
+) -> None:
     # Tokens minted here instead of fetched from a running auth service.
-    install_auth(app, AuthContext(TokenVerifier(minter.key_source(), minter.issuer)))
+    verifier = TokenVerifier(minter.key_source(), minter.issuer, revocations=revocations)
+    install_auth(app, AuthContext(verifier))
 
 
 @pytest.fixture
@@ -188,10 +192,12 @@ async def live_admin_factory() -> AsyncIterator[LiveAdminFactory]:
     minter = TokenMinter()
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(database_url: str) -> LiveAdmin:
+        async def start(
+            database_url: str, revocations: RevocationChecker | None = None
+        ) -> LiveAdmin:
             app = create_app(Settings(database_url=database_url, log_json=False))
             base_url, _ = await stack.enter_async_context(serve(app))
-            _install_test_auth(app, minter)
+            _install_test_auth(app, minter, revocations)
             client = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(10.0))
             )

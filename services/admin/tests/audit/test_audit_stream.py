@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import jsonschema
 import pytest
+
+from flightdeck_common.auth.claims import Role
+from flightdeck_common.auth.revocation import MemoryRevocations
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -138,3 +142,32 @@ async def test_streamed_events_match_the_documented_event_schema(
     assert event_schema["properties"]["data"]["contentMediaType"] == "application/json"
     data_schema = event_schema["properties"]["data"]["contentSchema"]
     jsonschema.validate(json.loads(event.data or ""), {**data_schema, **components})
+
+
+async def test_the_stream_ends_once_its_admin_is_revoked(
+    live_admin_factory: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revocation (logout, password change, deactivation) is checked at every heartbeat
+    interval: a stream does not outlive it until the token expires."""
+    monkeypatch.setattr("flightdeck_admin.audit.router.HEARTBEAT_SECONDS", 0.2)
+    denylist = MemoryRevocations()
+    admin: LiveAdmin = await live_admin_factory(database_url, denylist)
+    victim = admin.minter.user_token(role=Role.ADMIN, username="victim", sub="31")
+    other = admin.minter.user_token(role=Role.ADMIN, username="other", sub="32")
+    async with (
+        admin.stream(headers={"Authorization": f"Bearer {victim}"}) as revoked,
+        admin.stream(headers={"Authorization": f"Bearer {other}"}) as kept,
+    ):
+        assert await revoked.next_message() is not None  # the opening retry/id
+        assert await kept.next_message() is not None
+        for _ in range(3):
+            ping = await revoked.next_message(within=2.0)
+            assert ping is not None
+            assert ping.comments == ["ping"]
+        await denylist.revoke_subject("31", time.time(), 900)
+        started = time.monotonic()
+        while await revoked.next_message(within=3.0) is not None:
+            assert time.monotonic() - started < 3.0, "the revoked admin's stream went on"
+        ping = await kept.next_message(within=2.0)
+        assert ping is not None
+        assert ping.comments == ["ping"]

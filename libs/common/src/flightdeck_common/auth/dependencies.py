@@ -89,6 +89,18 @@ def get_auth_context(request: Request) -> AuthContext:
     return context
 
 
+def still_authorized(request: Request, claims: TokenClaims) -> Callable[[], Awaitable[bool]]:
+    """For a long-lived response (an event stream): asks whether ``claims``, verified when
+    it started, are still not revoked (logout, password change, deactivation), with the
+    same denylist as every request (``EventSourceResponse(still_authorized=...)``)."""
+    verifier = get_auth_context(request).verifier
+
+    async def check() -> bool:
+        return not await verifier.is_revoked(claims)
+
+    return check
+
+
 async def bearer_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],

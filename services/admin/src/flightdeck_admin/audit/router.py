@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 
 from flightdeck_admin.audit import policy
 from flightdeck_admin.audit.chain import append_events, verify_chain
@@ -42,6 +42,7 @@ from flightdeck_common.auth.dependencies import (
     USER_AUTH_RESPONSES,
     AdminUser,
     require_service,
+    still_authorized,
 )
 from flightdeck_common.dependencies import ResourcesDep, SessionDep
 from flightdeck_common.errors import InvalidCursor, problem_responses
@@ -215,6 +216,7 @@ async def signed_audit_chain_head(
     ),
 )
 async def stream_audit_events(
+    request: Request,
     user: AdminUser,
     session: SessionDep,
     resources: ResourcesDep,
@@ -244,7 +246,12 @@ async def stream_audit_events(
     """New audit events as Server-Sent Events, resumable with Last-Event-ID."""
     start = await start_position(session, last_event_id if last_event_id is not None else after)
     feed = audit_event_feed(resources.sessionmaker, start, event_type=event_type, service=service)
-    return EventSourceResponse(feed, heartbeat_seconds=HEARTBEAT_SECONDS, expires_at=user.exp)
+    return EventSourceResponse(
+        feed,
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        expires_at=user.exp,
+        still_authorized=still_authorized(request, user),
+    )
 
 
 router.include_router(audit_routes)

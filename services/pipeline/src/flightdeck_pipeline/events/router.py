@@ -7,11 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import StringConstraints
 
-from flightdeck_common.auth.dependencies import (
-    USER_AUTH_RESPONSES,
-    CurrentUser,
-    get_auth_context,
-)
+from flightdeck_common.auth.dependencies import USER_AUTH_RESPONSES, CurrentUser, still_authorized
 from flightdeck_common.dependencies import ResourcesDep
 from flightdeck_common.sse import EventSourceResponse, event_stream_responses
 from flightdeck_pipeline.events.dependencies import ChangeBusDep, ChangeTailDep
@@ -98,14 +94,9 @@ async def stream_events(
         kinds=kind,
         tail=tail,
     )
-    verifier = get_auth_context(request).verifier
-
-    async def still_authorized() -> bool:
-        return not await verifier.is_revoked(user)
-
     return EventSourceResponse(
         events,
         heartbeat_seconds=settings.sse_heartbeat_seconds,
         expires_at=user.exp,
-        still_authorized=still_authorized,
+        still_authorized=still_authorized(request, user),
     )
