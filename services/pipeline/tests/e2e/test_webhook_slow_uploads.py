@@ -156,11 +156,11 @@ def test_slow_uploads_without_a_valid_signature_free_their_slot(stack: Stack) ->
     throttled = _counted(stack, "throttled")
     uploads = [_start_upload(stack, WRONG) for _ in range(FLAGGED_CONCURRENT_READS + 4)]
     answers = _answers(uploads)
-    # How many found every read slot taken depends on how fast the uploads were opened
-    # (a read ends after 2 s); the exact split is tested in-process (test_webhook_rejections).
+    # Whether any found every read slot taken depends on how fast the uploads were opened
+    # (a read ends after 2 s; a loaded machine opens 20 slower than that): the 429 split is
+    # tested in-process (test_webhook_rejections), here that all are answered and counted.
     statuses = [status for status, _ in answers]
     assert set(statuses) <= {408, 429}, answers
-    assert 429 in statuses, answers
     assert _counted(stack, "throttled") >= throttled + statuses.count(429)
     assert _counted(stack, "rejected") >= rejected + 6 + statuses.count(408)
     # A signed delivery from the same address still gets through: 200 (ping).
