@@ -91,6 +91,24 @@ async def test_parallel_logins_with_the_right_password_all_succeed(
     assert [a.status_code for a in answers] == [200] * 12
 
 
+async def test_parallel_logins_in_flight_do_not_count_as_recent_failures(
+    harness_factory: Any,
+) -> None:
+    """The risk policy reads failures that were checked and failed: reservations of
+    concurrent right-password logins (a CI fleet sharing one account) are not failures,
+    or the policy would deny the right password (measured: a 32-connection login bench
+    got 423s)."""
+    auth: AuthHarness = await harness_factory(
+        login_max_failures_per_user=5, risk_challenge_at=30, risk_deny_at=45
+    )
+    answers = await asyncio.gather(*(auth.login() for _ in range(24)))
+    assert [a.status_code for a in answers] == [200] * 24
+    # Checked failures still count: three wrong passwords (45) deny the right one.
+    for _ in range(3):
+        assert (await auth.login("admin", WRONG_PASSWORD)).status_code == 401
+    assert (await auth.login()).status_code == 401
+
+
 async def test_a_right_password_refunds_its_reservation(harness_factory: Any) -> None:
     auth: AuthHarness = await harness_factory(login_max_failures_per_user=3)
     for _ in range(2):

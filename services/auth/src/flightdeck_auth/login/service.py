@@ -77,7 +77,8 @@ async def password_login(
     known = await users.known_ip(user.id, ip)
     decision = assess_login(
         LoginContext(
-            recent_failures=attempt.prior_failures,
+            # Confirmed failures only: parallel logins still in flight are not failures.
+            recent_failures=await rt.throttle.confirmed_failures(attempt),
             ip=ip,
             known_ip=bool(known),
             first_login=known is None,

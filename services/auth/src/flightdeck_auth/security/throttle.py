@@ -475,9 +475,11 @@ class Attempt:
         return _longest(user.lock_seconds, address.lock_seconds)
 
     @property
-    def prior_failures(self) -> int:
-        """The subject's failures counted before this attempt."""
-        return max(0, self.outcomes[0].count - 1)
+    def seen_hit(self) -> FailureHit:
+        """The subject's confirmed failures: a reservation in flight is not one yet (what
+        the risk policy reads; never locks)."""
+        user = self.hits[0]
+        return FailureHit(f"seen:{user.counter_key}", f"seen:{user.lock_key}", _NEVER)
 
 
 class LoginThrottle:
@@ -575,7 +577,8 @@ class LoginThrottle:
         if attempt.refused is not None:
             return
         user_hit, address_hit = attempt.hits
-        await self._run(lambda store: store.clear(user_hit.counter_key, user_hit.lock_key))
+        seen = attempt.seen_hit.counter_key
+        await self._run(lambda store: store.clear(user_hit.counter_key, user_hit.lock_key, seen))
         await self._run(lambda store: store.refund([address_hit], [attempt.outcomes[1]]))
 
     async def released(self, attempt: Attempt) -> None:
@@ -590,6 +593,13 @@ class LoginThrottle:
         # store being back during an outage.
         if attempt.refused is None and any(o.lock_seconds > 0 for o in attempt.outcomes):
             await self._run(lambda store: store.confirm(attempt.hits, attempt.outcomes))
+        if attempt.refused is None:
+            await self._run(lambda store: store.add_failures([attempt.seen_hit], self.policy))
+
+    async def confirmed_failures(self, attempt: Attempt) -> int:
+        """The failures of ``attempt``'s subject that were checked and failed in the current
+        window (not the reservations of concurrent attempts still being checked)."""
+        return await self._run(lambda store: store.count(attempt.seen_hit.counter_key))
 
     async def record_second_factor_failure(self, user_id: int, ip: str) -> LockState | None:
         """Count a wrong second factor checked without a reservation; the lock now in force."""
@@ -637,6 +647,9 @@ class LoginThrottle:
     async def ip_failures(self, ip: str) -> int:
         """Failed logins counted for ``ip`` (its /64 for IPv6) in the current window."""
         return await self._run(lambda store: store.count(f"fail:ip:{_ip_id(ip)}"))
+
+
+_NEVER = 2**31 - 1  # a limit no counter reaches
 
 
 def _longest(user_seconds: float, ip_seconds: float) -> LockState | None:
