@@ -1007,19 +1007,7 @@ def test_entrypoint_serves_the_real_service_and_the_health_checks_pass(
 ) -> None:
     """The image's start command and both health checks against a real auth process."""
     port = free_port()
-    venv_bin = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{venv_bin}:{os.environ['PATH']}",
-        "HOME": str(tmp_path),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "FLIGHTDECK_SERVICE": "auth",
-        "FLIGHTDECK_PORT": str(port),
-        "ENVIRONMENT": "development",
-        "FLIGHTDECK_AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-        "FLIGHTDECK_AUTH_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_urlsafe(18),
-        "FLIGHTDECK_AUTH_OUTBOX_RELAY_ENABLED": "false",
-    }
+    env = _entrypoint_env(tmp_path, port)
     log = (tmp_path / "auth.log").open("w")
     process = subprocess.Popen(
         ["sh", str(ENTRYPOINT)], env=env, cwd=tmp_path, stdout=log, stderr=log
@@ -1052,6 +1040,8 @@ def test_entrypoint_serves_the_real_service_and_the_health_checks_pass(
 
 
 def _entrypoint_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment the image gives the entrypoint, for auth on ``port`` with SQLite
+    under ``tmp_path`` (``extra`` added or overriding)."""
     venv_bin = str(Path(sys.executable).parent)
     return {
         **os.environ,

@@ -194,13 +194,7 @@ async def signed_audit_chain_head(
 ) -> SignedChainHead:
     """The current chain head signed with the audit signing key, to keep elsewhere."""
     signed = await sign_current_head(resources, keys)
-    return SignedChainHead(
-        seq=signed.seq,
-        hash=signed.hash,
-        signed_at=signed.signed_at,
-        signature=signed.signature,
-        public_key=signed.public_key,
-    )
+    return SignedChainHead.model_validate(signed, from_attributes=True)
 
 
 @audit_routes.get(
